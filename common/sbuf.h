@@ -1,0 +1,24 @@
+/* Growable byte buffer used by encoders and the HTTP layer. */
+#pragma once
+
+#include <stddef.h>
+#include <stdarg.h>
+
+typedef struct sbuf {
+    char *data; /* always NUL-terminated once anything was appended */
+    size_t len;
+    size_t cap;
+} sbuf;
+
+#define SBUF_INIT {NULL, 0, 0}
+
+void sbuf_append(sbuf *b, const char *s, size_t n);
+void sbuf_puts(sbuf *b, const char *s);
+void sbuf_putc(sbuf *b, char c);
+void sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s with XML's special characters (<>&") escaped. */
+void sbuf_put_xml_escaped(sbuf *b, const char *s, size_t n);
+/* Releases the buffer's memory; the struct may be reused. */
+void sbuf_release(sbuf *b);
+/* Returns the caller-frees contents (never NULL) and resets the buffer. */
+char *sbuf_steal(sbuf *b, size_t *ret_len);
