@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Seeds api-schema/classes/<Class>.json from the facts-only XenAPI model.
+
+The class files are the source of truth once written; this tool only copies names, types,
+qualifiers, defaults, parameter orders and roles so they stay identical to the real XenAPI.
+Usage: import-model.py MODEL.json OUTDIR [--only Class ...] [--force]
+Custom messages are copied only when listed in CUSTOM below (the ones we implement).
+"""
+import json
+import os
+import re
+import sys
+
+CLASSES = ['session', 'pool', 'host', 'host_metrics', 'host_cpu', 'VM', 'VM_metrics',
+           'VM_guest_metrics', 'VBD', 'VDI', 'SR', 'PBD', 'network', 'PIF', 'VIF', 'task',
+           'event', 'message', 'console', 'role', 'secret']
+
+# Reverse references: derived from the single-ref field on the other side, never stored.
+DERIVED = {
+    ('VM', 'VBDs'): 'VBD.VM', ('VM', 'VIFs'): 'VIF.VM', ('VM', 'consoles'): 'console.VM',
+    ('VM', 'snapshots'): 'VM.snapshot_of', ('VM', 'children'): 'VM.parent',
+    ('host', 'resident_VMs'): 'VM.resident_on', ('host', 'PIFs'): 'PIF.host',
+    ('host', 'PBDs'): 'PBD.host', ('host', 'host_CPUs'): 'host_cpu.host',
+    ('SR', 'VDIs'): 'VDI.SR', ('SR', 'PBDs'): 'PBD.SR', ('VDI', 'VBDs'): 'VBD.VDI',
+    ('VDI', 'snapshots'): 'VDI.snapshot_of', ('network', 'VIFs'): 'VIF.network',
+    ('network', 'PIFs'): 'PIF.network', ('task', 'subtasks'): 'task.subtask_of',
+}
+
+# Custom messages implemented so far (added issue by issue).
+CUSTOM = {
+    'session': ['login_with_password', 'logout', 'local_logout', 'change_password'],
+    'task': ['create', 'cancel', 'destroy', 'set_status', 'set_progress', 'set_result',
+             'set_error_info'],
+    'event': ['register', 'unregister', 'next', 'from', 'get_current_id', 'inject'],
+    'message': ['create', 'destroy', 'get', 'get_since'],
+    'role': ['get_permissions', 'get_permissions_name_label', 'get_by_permission',
+             'get_by_permission_name_label'],
+}
+
+# Classes that are not stored in the pool DB, or not as ordinary rows.
+NOT_PERSISTED = {'session'}  # sessions live only while xapid runs
+NO_TABLE = {'event'}         # a record shape only
+
+ROLE_ORDER = ['read-only', 'vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator',
+              'pool-admin']
+
+
+def min_role(roles):
+    rs = [r for r in roles if r != 'client-cert']
+    if not rs:
+        return 'pool-admin'
+    return rs[-1]
+
+
+def parse_default(ftype, d):
+    if d is None:
+        return None
+    if ftype.endswith(' set'):
+        inner = d.strip('{}').strip()
+        if not inner:
+            return []
+        return [int(x) if x.strip().isdigit() else x.strip().strip('"') for x in inner.split(',')]
+    if ftype.endswith(' map'):
+        out = {}
+        for k, v in re.findall(r'"([^"]*)"\s*->\s*"([^"]*)"', d):
+            out[k] = v
+        return out
+    if ftype == 'bool':
+        return d == 'true'
+    if ftype == 'int':
+        return int(d)
+    if ftype == 'float':
+        return float(d)
+    if ftype.endswith(' ref'):
+        return 'OpaqueRef:NULL'
+    if ftype == 'string':
+        if d.startswith('"') and d.endswith('"'):
+            return d[1:-1]
+        return d
+    return d  # enum value or datetime text
+
+
+IMPLICIT_RE = re.compile(r'^(get_all_records_where|get_all_records|get_all|get_record|get_by_uuid|'
+                         r'get_by_name_label|create|destroy)$')
+
+
+def implicit_kind(cls, msg, fieldnames):
+    """Returns True when the generator can derive msg from the class's fields."""
+    n = msg['name']
+    if IMPLICIT_RE.match(n):
+        return True
+    for pre in ('get_', 'set_', 'add_to_', 'remove_from_', 'add_', 'remove_'):
+        if n.startswith(pre) and n[len(pre):] in fieldnames:
+            return True
+    return False
+
+
+def convert(c):
+    fields = []
+    fieldnames = {}
+    for f in c['fields']:
+        out = {'name': f['name'], 'type': f['type'], 'qualifier': f['qualifier']}
+        if 'default' in f:
+            out['default'] = parse_default(f['type'], f['default'])
+        if (c['name'], f['name']) in DERIVED:
+            out['derived_from'] = DERIVED[(c['name'], f['name'])]
+        if f.get('lifecycle'):
+            out['lifecycle'] = f['lifecycle']
+        fields.append(out)
+        fieldnames[f['name']] = f
+    implicit = {}
+    custom = []
+    for m in c['messages']:
+        n = m['name']
+        if n in CUSTOM.get(c['name'], []):
+            custom.append({
+                'name': n,
+                'params': [{'name': p['name'], 'type': p['type'], 'required': p['required']}
+                           for p in m['params'] if not (p['name'] == 'session_id'
+                                                        and p['type'] == 'session ref')],
+                'session': any(p['name'] == 'session_id' for p in m['params']),
+                'result': m['result'],
+                'errors': m['errors'],
+                'min_role': min_role(m['roles']),
+                'async': False,
+            })
+        elif implicit_kind(c, m, fieldnames):
+            # setters of RO fields exist in the model only as custom messages: skip here
+            n2 = n
+            for pre in ('set_', 'add_to_', 'remove_from_', 'add_', 'remove_'):
+                if n2.startswith(pre) and n2[len(pre):] in fieldnames:
+                    if fieldnames[n2[len(pre):]]['qualifier'] != 'RW':
+                        break
+            else:
+                implicit[n] = min_role(m['roles'])
+    missing = set(CUSTOM.get(c['name'], [])) - {m['name'] for m in custom}
+    if missing:
+        sys.exit(f'{c["name"]}: custom messages not in model: {missing}')
+    return {
+        'name': c['name'],
+        'persisted': c['name'] not in NOT_PERSISTED,
+        'table': c['name'] not in NO_TABLE,
+        'events': c['name'] not in NOT_PERSISTED | NO_TABLE,
+        'fields': fields,
+        'enums': c['enums'],
+        'implicit': dict(sorted(implicit.items())),
+        'messages': sorted(custom, key=lambda m: m['name']),
+    }
+
+
+def main():
+    model, outdir = sys.argv[1], sys.argv[2]
+    only = sys.argv[sys.argv.index('--only') + 1:] if '--only' in sys.argv else CLASSES
+    only = [o for o in only if not o.startswith('--')]
+    force = '--force' in sys.argv
+    byname = {c['name']: c for c in json.load(open(model))}
+    for (cn, fn), src in DERIVED.items():
+        sc, sf = src.split('.')
+        assert any(f['name'] == fn for f in byname[cn]['fields']), (cn, fn)
+        assert any(f['name'] == sf and f['type'] == f'{cn} ref' for f in byname[sc]['fields']), src
+    for cn in only:
+        path = os.path.join(outdir, f'{cn}.json')
+        if os.path.exists(path) and not force:
+            print(f'skip {path} (exists; --force to overwrite)')
+            continue
+        with open(path, 'w') as fh:
+            json.dump(convert(byname[cn]), fh, indent=1)
+            fh.write('\n')
+        print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()

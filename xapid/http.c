@@ -1,0 +1,210 @@
+/* The HTTP(S) front: libmicrohttpd with a thread per connection (event.from and
+ * event.next block for long), bounded bodies and connections, XAPI's headers. */
+#define _GNU_SOURCE
+#include "xapid.h"
+#include "log.h"
+#include "mem.h"
+#include "rpc.h"
+#include "sbuf.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct http_server {
+    struct MHD_Daemon *d;
+    xapid *x;
+    bool tls;
+};
+
+struct req {
+    sbuf body;
+    bool too_big;
+    bool started;
+};
+
+static void add_common_headers(struct MHD_Response *r, const char *ctype)
+{
+    MHD_add_response_header(r, "Content-Type", ctype);
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "X-Requested-With");
+    MHD_add_response_header(r, "Cache-Control", "no-cache, no-store");
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                             char *body, size_t len, bool close_conn)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    add_common_headers(r, ctype);
+    if (close_conn)
+        MHD_add_response_header(r, "Connection", "close");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *what)
+{
+    char *body = xasprintf("<html><body><h1>HTTP %u</h1>%s</body></html>", status, what);
+    return reply(c, status, "text/html", body, strlen(body), true);
+}
+
+char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t *ret_len,
+               const char **ret_ctype, int *ret_status)
+{
+    bool json = strcmp(path, "/jsonrpc") == 0;
+    rpc_request req = {0};
+    int r = json ? rpc_json_decode_call(body, len, &req) : rpc_xml_decode_call(body, len, &req);
+    if (r < 0) {
+        *ret_status = 500;
+        return NULL;
+    }
+    xerr *err = NULL;
+    xv *result = xapid_dispatch(x, req.method, req.params, &err);
+    char *out;
+    if (json) {
+        *ret_ctype = "application/json";
+        out = err ? rpc_json_encode_failure(req.proto, req.id, err, ret_len)
+                  : rpc_json_encode_success(req.proto, req.id, result, ret_len);
+    } else {
+        *ret_ctype = "text/xml";
+        out = err ? rpc_xml_encode_failure(err, ret_len) : rpc_xml_encode_success(result, ret_len);
+    }
+    xv_free(result);
+    xerr_free(err);
+    rpc_request_clear(&req);
+    *ret_status = 200;
+    return out;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls)
+{
+    struct http_server *h = cls;
+    xapid *x = h->x;
+    struct req *rq = *con_cls;
+    if (!rq) {
+        rq = xcalloc(1, sizeof(*rq));
+        *con_cls = rq;
+        if (strcmp(method, "POST") == 0) {
+            const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+            if (cl && strtoll(cl, NULL, 10) > x->cfg.max_body)
+                rq->too_big = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!rq->too_big) {
+            if (rq->body.len + *upload_data_size > (size_t)x->cfg.max_body) {
+                rq->too_big = true;
+                sbuf_release(&rq->body);
+            } else
+                sbuf_append(&rq->body, upload_data, *upload_data_size);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(method, "OPTIONS") == 0)
+        return reply(conn, 200, "text/plain", xstrdup(""), 0, false);
+    bool rpc_path = strcmp(url, "/") == 0 || strcmp(url, "/RPC2") == 0 || strcmp(url, "/jsonrpc") == 0;
+    if (strcmp(method, "GET") == 0 && strcmp(url, "/") == 0) {
+        char *b = xstrdup("<html><body>Nuvem xapid: XenAPI at / (XML-RPC) and /jsonrpc</body></html>");
+        return reply(conn, 200, "text/html", b, strlen(b), false);
+    }
+    if (!rpc_path)
+        return reply_error(conn, 404, "Not found");
+    if (strcmp(method, "POST") != 0)
+        return reply_error(conn, 405, "Method not allowed");
+    if (rq->too_big) {
+        log_warn("request body over %lld bytes refused", (long long)x->cfg.max_body);
+        return reply_error(conn, 413, "Request body too large");
+    }
+    if (!MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length"))
+        return reply_error(conn, 500, "Content-Length required");
+    size_t len = 0;
+    const char *ctype = NULL;
+    int status = 500;
+    char *out = http_rpc(x, url, rq->body.data ? rq->body.data : "", rq->body.len, &len, &ctype,
+                         &status);
+    if (!out)
+        return reply_error(conn, 500, "Malformed request");
+    return reply(conn, (unsigned)status, ctype, out, len, false);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct req *rq = *con_cls;
+    if (rq) {
+        sbuf_release(&rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    buf[strcspn(buf, "\n")] = '\0';
+    log_debug("http: %s", buf);
+}
+
+struct http_server *http_start(xapid *x, const char *listen, bool tls, const char *cert_pem,
+                               const char *key_pem)
+{
+    AUTOFREE char *host = xstrdup(listen);
+    char *colon = strrchr(host, ':');
+    if (!colon) {
+        log_err("listen address %s: expected ADDR:PORT", listen);
+        return NULL;
+    }
+    *colon = '\0';
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, *host ? host : "0.0.0.0", &sa.sin_addr) != 1) {
+        log_err("listen address %s: not an IPv4 address", listen);
+        return NULL;
+    }
+    struct http_server *h = xcalloc(1, sizeof(*h));
+    h->x = x;
+    h->tls = tls;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+    if (tls)
+        flags |= MHD_USE_TLS;
+    if (tls)
+        h->d = MHD_start_daemon(
+            flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_NOTIFY_COMPLETED, completed,
+            h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_HTTPS_MEM_KEY, key_pem,
+            MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
+    else
+        h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                                MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+    if (!h->d) {
+        log_err("cannot listen on %s%s", listen, tls ? " (TLS)" : "");
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    unsigned port = info ? info->port : ntohs(sa.sin_port);
+    printf("xapid listening on %s://%s:%u/\n", tls ? "https" : "http", *host ? host : "0.0.0.0",
+           port);
+    fflush(stdout);
+    return h;
+}
+
+void http_stop(struct http_server *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}

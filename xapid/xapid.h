@@ -1,0 +1,117 @@
+/* xapid internals shared by its modules: the server state and the per-call context. */
+#pragma once
+
+#include "api_gen.h"
+#include "err.h"
+#include "store.h"
+#include "xv.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct xapid_config {
+    char *state_dir;
+    char *listen;      /* ADDR:PORT, HTTP */
+    char *tls_listen;  /* ADDR:PORT, HTTPS, or NULL */
+    char *root_password_file;
+    char *tls_cert;    /* PEM paths; generated under state_dir when NULL */
+    char *tls_key;
+    char *db_path;     /* default <state_dir>/xapi.db */
+    int64_t max_body;  /* bytes per request body */
+    int64_t max_connections;
+    int64_t session_idle_timeout; /* seconds */
+    int64_t max_sessions;
+    int64_t max_sessions_per_user;
+    int64_t password_iterations;
+    int64_t task_workers;
+    int64_t max_pending_tasks;
+    int64_t event_timeout_max; /* seconds a call may block in event.from/next */
+    char *log_level;
+} xapid_config;
+
+struct sessions;
+struct tasks;
+
+typedef struct xapid {
+    xapid_config cfg;
+    store *st;
+    char *host_ref;
+    char *pool_ref;
+    char *host_address;
+    struct sessions *sessions;
+    struct tasks *tasks;
+    atomic_bool stopping;
+} xapid;
+
+/* The caller of one message. */
+typedef struct api_ctx {
+    xapid *x;
+    char *session;      /* session ref, NULL for calls without one */
+    char *user;
+    int role;           /* rank in api_roles */
+    bool superuser;
+    char *task;         /* set while running as an Async task */
+    atomic_bool *cancel; /* set by task.cancel for a running task */
+    const api_message *msg;
+} api_ctx;
+
+/* dispatch.c: runs one decoded call; returns the result or sets *ret_err. */
+xv *xapid_dispatch(xapid *x, const char *method, const xv *params, xerr **ret_err);
+/* Runs an already-checked message with the given context (used by tasks). */
+xerr *xapid_invoke(api_ctx *ctx, const api_message *m, const xv *const *args, xv **ret);
+
+/* implicit.c: the generated messages, driven by the tables. */
+xerr *implicit_call(api_ctx *ctx, const api_message *m, const xv *const *args, xv **ret);
+/* Parses a get_all_records_where expression into SQL with ? args. */
+xerr *where_to_sql(const api_class *c, const char *expr, char **ret_sql, xv **ret_args);
+
+/* sessions.c */
+int sessions_init(xapid *x);
+void sessions_free(xapid *x);
+/* Validates a session ref, refreshing its idle timer; fills ctx. SESSION_INVALID otherwise. */
+xerr *sessions_check(xapid *x, const char *ref, api_ctx *ctx);
+xerr *sessions_login(xapid *x, const char *user, const char *password, const char *originator,
+                     char **ret_ref);
+xerr *sessions_logout(xapid *x, const char *ref);
+/* Drops sessions idle beyond the timeout. */
+void sessions_expire(xapid *x);
+size_t sessions_count(xapid *x);
+
+/* auth.c: local users with PBKDF2 hashes in the DB. */
+int auth_init(xapid *x);
+/* Checks a password; returns the user's role rank or -1. */
+int auth_verify(xapid *x, const char *user, const char *password);
+int auth_set_password(xapid *x, const char *user, const char *password, const char *role);
+/* Encodes a new hash string "$pbkdf2-sha256$<iter>$<salt>$<hash>" (caller frees). */
+char *auth_hash_password(const char *password, int64_t iterations);
+bool auth_check_hash(const char *encoded, const char *password);
+
+/* tasks.c */
+int tasks_init(xapid *x);
+void tasks_stop(xapid *x);
+/* Creates a task for m and queues it; *ret_task gets its ref. */
+xerr *tasks_submit(api_ctx *ctx, const api_message *m, xv **args, size_t nargs, char **ret_task);
+xerr *tasks_cancel(xapid *x, const char *task);
+/* Marks pending tasks left by a previous run as failed. */
+void tasks_fail_stale(xapid *x);
+
+/* bootstrap.c: first-start objects (pool, host, metrics, CPUs, PIF, roles). */
+int bootstrap(xapid *x);
+
+/* http.c */
+struct http_server;
+struct http_server *http_start(xapid *x, const char *listen, bool tls, const char *cert_pem,
+                               const char *key_pem);
+void http_stop(struct http_server *h);
+/* Handles one RPC body: decides protocol from the path, returns the response body. */
+char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t *ret_len,
+               const char **ret_ctype, int *ret_status);
+
+/* tls.c */
+int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hostname);
+
+/* util */
+/* Runs fn in a store write transaction. */
+#define XWRITE(x, fn, ud) store_write((x)->st, (fn), (ud))
