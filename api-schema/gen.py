@@ -206,8 +206,8 @@ for c in classes:
             t = types[f['type']]
             add_msg(c, f'get_{fn}', 'GET_FIELD', [('self', ref, True)], f['type'],
                     take(f'get_{fn}', 'read-only'), field=i)
-            if f['qualifier'] != 'RW':
-                continue
+            # setters exist for RW fields, and for the few RO/constructor fields whose
+            # setters the schema lists (XAPI's plain custom setters)
             if f'set_{fn}' in impl:
                 add_msg(c, f'set_{fn}', 'SET_FIELD', [('self', ref, True), ('value', f['type'], True)],
                         'void', take(f'set_{fn}'), field=i)

@@ -411,7 +411,10 @@ xv *xv_from_json(const char *text, size_t len)
     struct json_tokener *tok = json_tokener_new_ex(64);
     if (!tok)
         return NULL;
-    struct json_object *o = json_tokener_parse_ex(tok, text, (int)len);
+    /* the terminating NUL is part of the input, so a bare top-level number ends */
+    char *copy = xstrndup(text, len);
+    struct json_object *o = json_tokener_parse_ex(tok, copy, (int)len + 1);
+    free(copy);
     enum json_tokener_error err = json_tokener_get_error(tok);
     size_t used = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
@@ -420,6 +423,8 @@ xv *xv_from_json(const char *text, size_t len)
         return NULL;
     }
     /* trailing garbage other than whitespace is an error */
+    if (used > len)
+        used = len;
     for (size_t i = used; i < len; i++) {
         if (text[i] != ' ' && text[i] != '\n' && text[i] != '\r' && text[i] != '\t') {
             json_object_put(o);

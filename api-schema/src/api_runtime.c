@@ -284,6 +284,9 @@ xv *api_type_check(const api_type *t, const xv *v, const char *what, xerr **ret_
                 e = api_type_check(f->type, m, fw, ret_err);
                 if (!e)
                     return NULL;
+            } else if (!f->default_json && f->qual != API_Q_RO_RUNTIME && f->derived_cls < 0) {
+                /* a constructor argument without a default must be given */
+                return type_error(f->name, ret_err);
             } else
                 e = api_field_default(f);
             xv_struct_set(out, f->name, e);

@@ -41,6 +41,10 @@ CUSTOM = {
 NOT_PERSISTED = {'session'}  # sessions live only while xapid runs
 NO_TABLE = {'event'}         # a record shape only
 
+# Fields XAPI declares RO/constructor but gives plain custom setters (they exist only for
+# per-key RBAC); their setters behave exactly like generated ones.
+PLAIN_SETTER_FIELDS = {'other_config', 'tags', 'xenstore_data', 'sm_config', 'blocked_operations'}
+
 ROLE_ORDER = ['read-only', 'vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator',
               'pool-admin']
 
@@ -124,12 +128,15 @@ def convert(c):
                 'min_role': min_role(m['roles']),
                 'async': False,
             })
+        elif n == 'create' and [p['type'] for p in m['params']][-1:] != [f'{c["name"]} record']:
+            continue  # a custom-signature constructor (SR.create): not generated
         elif implicit_kind(c, m, fieldnames):
             # setters of RO fields exist in the model only as custom messages: skip here
             n2 = n
             for pre in ('set_', 'add_to_', 'remove_from_', 'add_', 'remove_'):
                 if n2.startswith(pre) and n2[len(pre):] in fieldnames:
-                    if fieldnames[n2[len(pre):]]['qualifier'] != 'RW':
+                    if (fieldnames[n2[len(pre):]]['qualifier'] != 'RW'
+                            and n2[len(pre):] not in PLAIN_SETTER_FIELDS):
                         break
             else:
                 implicit[n] = min_role(m['roles'])
