@@ -153,6 +153,10 @@ role_idx = {r: i for i, r in enumerate(roles)}
 
 def add_msg(c, name, kind, params, result, role, is_async=False, field=-1, session=True,
             custom=None):
+    # implicit messages keep the parameter names the schema records for them
+    spec = c['implicit'].get(name) if custom is None else None
+    if isinstance(spec, dict) and len(spec.get('params', [])) == len(params):
+        params = [(n, t, r) for n, (_, t, r) in zip(spec['params'], params)]
     if role not in role_idx:
         die(f'{c["name"]}.{name}: unknown role {role}')
     for p in params:
@@ -174,7 +178,8 @@ for c in classes:
     def take(name, default_role=None):
         if name in impl:
             generated.add(name)
-            return impl[name]
+            v = impl[name]
+            return v['role'] if isinstance(v, dict) else v
         return default_role
 
     if c.get('table', True):

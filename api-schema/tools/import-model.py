@@ -139,7 +139,10 @@ def convert(c):
                             and n2[len(pre):] not in PLAIN_SETTER_FIELDS):
                         break
             else:
-                implicit[n] = min_role(m['roles'])
+                implicit[n] = {'role': min_role(m['roles']),
+                               'params': [p['name'] for p in m['params']
+                                          if not (p['name'] == 'session_id'
+                                                  and p['type'] == 'session ref')]}
     missing = set(CUSTOM.get(c['name'], [])) - {m['name'] for m in custom}
     if missing:
         sys.exit(f'{c["name"]}: custom messages not in model: {missing}')
