@@ -105,7 +105,8 @@ static void test_messages_match_model(void **state)
             assert_string_equal(api_roles[m->min_role], last);
         checked++;
     }
-    assert_true(checked > 800);
+    fprintf(stderr, "%zu messages checked against the model\n", checked);
+    assert_true(checked > 500);
 }
 
 static void test_rbac_table(void **state)
