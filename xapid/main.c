@@ -75,13 +75,31 @@ static int setup_root(xapid *x, bool fresh)
     return auth_set_password(x, "root", pw, "pool-admin");
 }
 
-struct user_probe {
-    bool any;
-};
+/* Releases whatever main() set up; safe on partially set up state. */
+static void teardown(xapid *x)
+{
+    tasks_stop(x);
+    sessions_free(x);
+    store_close(x->st);
+    x->st = NULL;
+    free(x->host_ref);
+    free(x->pool_ref);
+    config_free(&x->cfg);
+}
+
+static int run(xapid *x, int argc, char **argv);
 
 int main(int argc, char **argv)
 {
     xapid x = {0};
+    int rc = run(&x, argc, argv);
+    teardown(&x);
+    return rc;
+}
+
+static int run(xapid *xp, int argc, char **argv)
+{
+#define x (*xp)
     config_defaults(&x.cfg);
     const char *add_user = NULL, *add_role = NULL, *add_pwfile = NULL;
     for (int i = 1; i < argc; i++) {
@@ -148,8 +166,6 @@ int main(int argc, char **argv)
         }
         int r = auth_set_password(&x, add_user, pw, add_role);
         printf("user %s %s with role %s\n", add_user, r < 0 ? "not set" : "set", add_role);
-        sessions_free(&x);
-        store_close(x.st);
         return r < 0 ? 1 : 0;
     }
     if (setup_root(&x, fresh) < 0)
@@ -175,12 +191,13 @@ int main(int argc, char **argv)
         char host[256] = "localhost";
         gethostname(host, sizeof(host) - 1);
         AUTOFREE char *cert = NULL, *key = NULL;
-        if (tls_ensure_cert(x.cfg.tls_cert, x.cfg.tls_key, host) < 0 ||
-            read_file(x.cfg.tls_cert, &cert, NULL) < 0 || read_file(x.cfg.tls_key, &key, NULL) < 0)
+        if (tls_ensure_cert(x.cfg.tls_cert, x.cfg.tls_key, host) == 0 &&
+            read_file(x.cfg.tls_cert, &cert, NULL) == 0 && read_file(x.cfg.tls_key, &key, NULL) == 0)
+            hs = http_start(&x, x.cfg.tls_listen, true, cert, key);
+        if (!hs) {
+            http_stop(h);
             return 1;
-        hs = http_start(&x, x.cfg.tls_listen, true, cert, key);
-        if (!hs)
-            return 1;
+        }
     }
     log_info("xapid ready (pool %s, host %s)", x.pool_ref, x.host_ref);
 
@@ -197,12 +214,7 @@ int main(int argc, char **argv)
     store_wake_all(x.st);
     http_stop(hs);
     http_stop(h);
-    tasks_stop(&x);
-    sessions_free(&x);
-    store_close(x.st);
-    free(x.host_ref);
-    free(x.pool_ref);
-    config_free(&x.cfg);
     log_info("stopped");
     return 0;
+#undef x
 }
