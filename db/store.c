@@ -210,10 +210,9 @@ xerr *store_read(store *s, store_fn fn, void *ud)
     return e;
 }
 
+/* Raw SQL writes through this handle do not bump the generation (no events). */
 struct db *st_db(store_txn *t)
 {
-    if (t->write)
-        t->dirty = t->dirty; /* raw SQL writes do not bump the generation */
     return t->s->db;
 }
 
@@ -445,7 +444,7 @@ xerr *st_set_field(store_txn *t, const api_class *c, const char *ref, int field,
             return e;
     }
     AUTOFREE char *sql = xasprintf("UPDATE \"%s\" SET \"%s\" = ?, \"_gen\" = ? WHERE \"_ref\" = ?",
-                                   f->name[0] ? c->name : c->name, f->name);
+                                   c->name, f->name);
     AUTO(xv) *g = xv_new_int(t->gen);
     AUTO(xv) *rv = xv_new_string(ref);
     const xv *a[] = {value, g, rv};
@@ -630,7 +629,7 @@ static int chg_row(void *ud, const db_row *row)
     struct chg_ud *r = ud;
     int64_t gen = db_row_int(row, 1), cgen = db_row_int(row, 2);
     const char *ref = db_row_text(row, 0, NULL);
-    xv *ev = event_record(r->since < 0 ? gen : gen, r->c, cgen > r->since ? "add" : "mod", ref);
+    xv *ev = event_record(gen, r->c, cgen > r->since ? "add" : "mod", ref);
     xv_struct_set(ev, "snapshot", row_record(r->t, r->c, row));
     xv_array_append(r->events, ev);
     return 0;

@@ -269,7 +269,5 @@ int bootstrap(xapid *x)
         xerr_free(e);
         return -1;
     }
-    AUTO(xv) *addr = NULL;
-    x->host_address = NULL;
     return 0;
 }

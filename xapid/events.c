@@ -155,10 +155,9 @@ xerr *api_event_from(api_ctx *ctx, const xv *p_classes, const char *p_token, dou
             break;
         xv_free(c.events);
         xv_free(c.counts);
-        /* nothing yet: wait for the next commit (any class), then look again */
-        store_wait(x->st, since > c.gen ? since : c.gen, left);
-        if (since < c.gen)
-            since = since; /* events after the returned token are picked up next round */
+        /* nothing yet: wait for the next commit (any class), then look again from the
+         * same token, so a change in a class not subscribed to just loops */
+        store_wait(x->st, c.gen, left);
     }
     sub_clear(&s);
     xv *out = xv_new_struct();

@@ -34,6 +34,7 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *cert = X509_new();
     FILE *f = NULL;
+    AUTOFREE char *san = xasprintf("DNS:%s,DNS:localhost,IP:127.0.0.1", hostname);
     if (!key || !cert)
         goto out;
     ASN1_INTEGER_set(X509_get_serialNumber(cert), (long)time(NULL));
@@ -45,7 +46,6 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Nuvem", -1, -1, 0);
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)hostname, -1, -1, 0);
     X509_set_issuer_name(cert, name);
-    AUTOFREE char *san = xasprintf("DNS:%s,DNS:localhost,IP:127.0.0.1", hostname);
     if (add_ext(cert, NID_subject_alt_name, san) < 0 ||
         add_ext(cert, NID_basic_constraints, "critical,CA:FALSE") < 0)
         goto out;

@@ -1,0 +1,13 @@
+# xapid's own network-facing parser (get_all_records_where expressions).
+if(TARGET nuvem_xapid)
+  add_executable(fuzz_replay_where ${NUVEM_TEST_DIR}/fuzz/replay.c ${NUVEM_TEST_DIR}/fuzz/fuzz_where.c)
+  target_link_libraries(fuzz_replay_where PRIVATE -Wl,--start-group nuvem_xapid nuvem_api_dispatch -Wl,--end-group)
+  add_test(NAME fuzz_replay_where COMMAND fuzz_replay_where ${NUVEM_TEST_DIR}/fuzz/corpus/where)
+  set_tests_properties(fuzz_replay_where PROPERTIES LABELS "unit;fuzz")
+  if(NUVEM_FUZZ)
+    add_executable(fuzz_where ${NUVEM_TEST_DIR}/fuzz/fuzz_where.c)
+    target_link_libraries(fuzz_where PRIVATE -Wl,--start-group nuvem_xapid nuvem_api_dispatch -Wl,--end-group)
+    target_compile_options(fuzz_where PRIVATE -fsanitize=fuzzer)
+    target_link_options(fuzz_where PRIVATE -fsanitize=fuzzer)
+  endif()
+endif()
