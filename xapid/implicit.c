@@ -164,6 +164,9 @@ static xerr *do_write(store_txn *t, void *ud)
         return NULL;
     }
     case API_M_DESTROY:
+        /* the host running this daemon cannot remove itself from under its feet */
+        if (p->c->id == API_CLASS_host && strcmp(self, p->ctx->x->host_ref) == 0)
+            return xerr_new("OPERATION_NOT_ALLOWED", "This host is live; it cannot be destroyed");
         return st_destroy(t, p->c, self);
     default:
         return xerr_internal("not a write");
