@@ -13,13 +13,13 @@
 
 typedef enum xv_kind {
     XV_NIL = 0,
-    XV_STRING,   /* also refs, uuids, enums; untyped XML <value> */
-    XV_INT,      /* 64-bit */
+    XV_STRING, /* also refs, uuids, enums; untyped XML <value> */
+    XV_INT,    /* 64-bit */
     XV_FLOAT,
     XV_BOOL,
     XV_DATETIME, /* text form YYYYMMDDTHH:MM:SSZ, kept in str */
     XV_ARRAY,
-    XV_STRUCT,   /* ordered members, keys unique */
+    XV_STRUCT, /* ordered members, keys unique */
 } xv_kind;
 
 typedef struct xv xv;

@@ -52,15 +52,15 @@ int db_open(const char *path, db **ret)
 {
     db *d = xcalloc(1, sizeof(*d));
     pthread_mutex_init(&d->lock, NULL);
-    int rc = sqlite3_open_v2(path, &d->conn,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, &d->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         log_err("db: cannot open %s: %s", path, d->conn ? sqlite3_errmsg(d->conn) : "?");
         db_close(d);
         return -EIO;
     }
     const char *pragmas[] = {
-        "PRAGMA journal_mode=WAL",  "PRAGMA synchronous=FULL", "PRAGMA temp_store=MEMORY",
+        "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",  "PRAGMA temp_store=MEMORY",
         "PRAGMA foreign_keys=OFF", "PRAGMA busy_timeout=5000",
     };
     for (size_t i = 0; i < ARRAY_SIZE(pragmas); i++) {

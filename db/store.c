@@ -64,8 +64,8 @@ int store_open(const char *path, store **ret)
     for (size_t i = 0; r == 0 && i < api_nddl; i++)
         r = db_exec(s->db, api_ddl[i], NULL, 0);
     if (r == 0)
-        r = db_exec(s->db, "CREATE TABLE IF NOT EXISTS _meta (k TEXT PRIMARY KEY, v INTEGER)",
-                    NULL, 0);
+        r = db_exec(s->db, "CREATE TABLE IF NOT EXISTS _meta (k TEXT PRIMARY KEY, v INTEGER)", NULL,
+                    0);
     if (r == 0)
         r = db_exec(s->db,
                     "CREATE TABLE IF NOT EXISTS _deleted (gen INTEGER NOT NULL, class TEXT NOT "
@@ -80,8 +80,8 @@ int store_open(const char *path, store **ret)
         AUTO(xv) *keep = xv_new_int(TOMBSTONES_KEPT);
         const xv *a[] = {keep};
         r = db_exec(s->db,
-                    "DELETE FROM _deleted WHERE rowid <= (SELECT MAX(rowid) FROM _deleted) - ?",
-                    a, 1);
+                    "DELETE FROM _deleted WHERE rowid <= (SELECT MAX(rowid) FROM _deleted) - ?", a,
+                    1);
     }
     if (r == 0)
         r = db_commit(s->db);
@@ -294,8 +294,8 @@ static xv *row_record(store_txn *t, const api_class *c, const db_row *row)
 struct rec_ud {
     store_txn *t;
     const api_class *c;
-    xv *out;    /* record (one) or map (many) or array of refs */
-    int mode;   /* 0 one record, 1 map ref->record, 2 refs */
+    xv *out;  /* record (one) or map (many) or array of refs */
+    int mode; /* 0 one record, 1 map ref->record, 2 refs */
 };
 
 static int rec_row(void *ud, const db_row *row)
@@ -346,8 +346,8 @@ int64_t st_count(store_txn *t, const api_class *c)
 
 xerr *st_get_record(store_txn *t, const api_class *c, const char *ref, xv **ret)
 {
-    AUTOFREE char *sql = xasprintf("SELECT %s FROM \"%s\" WHERE \"_ref\" = ?",
-                                   t->s->select_cols[c->id], c->name);
+    AUTOFREE char *sql =
+        xasprintf("SELECT %s FROM \"%s\" WHERE \"_ref\" = ?", t->s->select_cols[c->id], c->name);
     AUTO(xv) *rv = xv_new_string(ref);
     const xv *a[] = {rv};
     struct rec_ud r = {t, c, NULL, 0};
@@ -381,7 +381,8 @@ xerr *st_get_field(store_txn *t, const api_class *c, const char *ref, int field,
         *ret = derived_value(t, f, ref);
         return NULL;
     }
-    AUTOFREE char *sql = xasprintf("SELECT \"%s\" FROM \"%s\" WHERE \"_ref\" = ?", f->name, c->name);
+    AUTOFREE char *sql =
+        xasprintf("SELECT \"%s\" FROM \"%s\" WHERE \"_ref\" = ?", f->name, c->name);
     AUTO(xv) *rv = xv_new_string(ref);
     const xv *a[] = {rv};
     struct field_ud r = {f, NULL};
@@ -488,14 +489,16 @@ xerr *st_create(store_txn *t, const api_class *c, const char *ref, const xv *rec
         sbuf_puts(&qs, ", ?");
         vals[n++] = val;
     }
-    AUTOFREE char *sql = xasprintf("INSERT INTO \"%s\" (%s) VALUES (%s)", c->name, cols.data, qs.data);
+    AUTOFREE char *sql =
+        xasprintf("INSERT INTO \"%s\" (%s) VALUES (%s)", c->name, cols.data, qs.data);
     sbuf_release(&cols);
     sbuf_release(&qs);
     int r = db_exec(t->s->db, sql, (const xv *const *)vals, n);
     xerr *e = NULL;
     if (r == -EEXIST) {
         const xv *u = xv_struct_get(record, "uuid");
-        e = xerr_new("DB_UNIQUENESS_CONSTRAINT_VIOLATION", c->name, "uuid", xv_str(u) ? xv_str(u) : "");
+        e = xerr_new("DB_UNIQUENESS_CONSTRAINT_VIOLATION", c->name, "uuid",
+                     xv_str(u) ? xv_str(u) : "");
     } else if (r < 0)
         e = db_error(r);
     if (!e) {
@@ -531,8 +534,8 @@ xerr *st_destroy(store_txn *t, const api_class *c, const char *ref)
         AUTO(xv) *cl = xv_new_string(c->name);
         const xv *u = xv_struct_get(rec, "uuid");
         const xv *b[] = {g, cl, rv, u};
-        r = db_exec(t->s->db, "INSERT INTO _deleted (gen, class, ref, uuid) VALUES (?, ?, ?, ?)",
-                    b, 4);
+        r = db_exec(t->s->db, "INSERT INTO _deleted (gen, class, ref, uuid) VALUES (?, ?, ?, ?)", b,
+                    4);
         if (r < 0)
             return db_error(r);
     }
@@ -580,8 +583,8 @@ xerr *st_get_all(store_txn *t, const api_class *c, const char *where, const xv *
     return select_many(t, c, where, args, nargs, 2, ret);
 }
 
-xerr *st_get_all_records(store_txn *t, const api_class *c, const char *where,
-                         const xv *const *args, size_t nargs, xv **ret)
+xerr *st_get_all_records(store_txn *t, const api_class *c, const char *where, const xv *const *args,
+                         size_t nargs, xv **ret)
 {
     return select_many(t, c, where, args, nargs, 1, ret);
 }
@@ -651,9 +654,9 @@ xerr *st_changes(store_txn *t, const api_class *c, int64_t since, const char *on
     AUTO(xv) *g = xv_new_int(since < 0 ? -1 : since);
     AUTO(xv) *rv = only_ref ? xv_new_string(only_ref) : NULL;
     const xv *a[] = {g, rv};
-    AUTOFREE char *sql = xasprintf("SELECT %s FROM \"%s\" WHERE \"_gen\" > ?%s ORDER BY \"_gen\"",
-                                   t->s->select_cols[c->id], c->name,
-                                   only_ref ? " AND \"_ref\" = ?" : "");
+    AUTOFREE char *sql =
+        xasprintf("SELECT %s FROM \"%s\" WHERE \"_gen\" > ?%s ORDER BY \"_gen\"",
+                  t->s->select_cols[c->id], c->name, only_ref ? " AND \"_ref\" = ?" : "");
     int q = db_query(t->s->db, sql, a, only_ref ? 2 : 1, chg_row, &r);
     if (q < 0)
         return db_error(q);
@@ -661,9 +664,10 @@ xerr *st_changes(store_txn *t, const api_class *c, int64_t since, const char *on
         AUTO(xv) *cl = xv_new_string(c->name);
         const xv *b[] = {g, cl, rv};
         q = db_query(t->s->db,
-                     only_ref ? "SELECT gen, ref FROM _deleted WHERE gen > ? AND class = ? AND ref = "
-                                "? ORDER BY gen"
-                              : "SELECT gen, ref FROM _deleted WHERE gen > ? AND class = ? ORDER BY gen",
+                     only_ref
+                         ? "SELECT gen, ref FROM _deleted WHERE gen > ? AND class = ? AND ref = "
+                           "? ORDER BY gen"
+                         : "SELECT gen, ref FROM _deleted WHERE gen > ? AND class = ? ORDER BY gen",
                      b, only_ref ? 3 : 2, del_row, &r);
         if (q < 0)
             return db_error(q);

@@ -51,7 +51,8 @@ xerr *st_get_field(store_txn *t, const api_class *c, const char *ref, int field,
 xerr *st_set_field(store_txn *t, const api_class *c, const char *ref, int field, const xv *value);
 /* record: a type-checked full record (missing fields take defaults). An empty uuid gets a
  * new one. ref NULL makes a new ref. *ret_ref (optional) gets the caller-frees ref. */
-xerr *st_create(store_txn *t, const api_class *c, const char *ref, const xv *record, char **ret_ref);
+xerr *st_create(store_txn *t, const api_class *c, const char *ref, const xv *record,
+                char **ret_ref);
 xerr *st_destroy(store_txn *t, const api_class *c, const char *ref);
 /* Marks an object changed without changing it (event.inject). */
 xerr *st_touch(store_txn *t, const api_class *c, const char *ref);
@@ -60,8 +61,8 @@ xerr *st_touch(store_txn *t, const api_class *c, const char *ref);
  * for all. *ret: set of refs / map ref -> record. */
 xerr *st_get_all(store_txn *t, const api_class *c, const char *where, const xv *const *args,
                  size_t nargs, xv **ret);
-xerr *st_get_all_records(store_txn *t, const api_class *c, const char *where,
-                         const xv *const *args, size_t nargs, xv **ret);
+xerr *st_get_all_records(store_txn *t, const api_class *c, const char *where, const xv *const *args,
+                         size_t nargs, xv **ret);
 /* UUID_INVALID [class, uuid] when missing. */
 xerr *st_ref_by_uuid(store_txn *t, const api_class *c, const char *uuid, char **ret_ref);
 /* Number of objects of the class. */
@@ -70,8 +71,7 @@ int64_t st_count(store_txn *t, const api_class *c);
 /* Appends to events (an array) the changes of class c after generation since: event
  * records {id, timestamp, class, operation, ref, snapshot}; only_ref filters one object.
  * since < 0 returns every object as "add". */
-xerr *st_changes(store_txn *t, const api_class *c, int64_t since, const char *only_ref,
-                 xv *events);
+xerr *st_changes(store_txn *t, const api_class *c, int64_t since, const char *only_ref, xv *events);
 /* Generation this transaction's writes get (committed generation + 1). */
 int64_t st_txn_gen(store_txn *t);
 /* The oldest generation whose deletions are still remembered. */

@@ -54,7 +54,8 @@ static char *iface_ipv4(const char *dev)
         for (struct ifaddrs *i = ifs; i && !out; i = i->ifa_next)
             if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && strcmp(i->ifa_name, dev) == 0) {
                 char buf[INET_ADDRSTRLEN];
-                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, buf, sizeof(buf));
+                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, buf,
+                          sizeof(buf));
                 out = xstrdup(buf);
             }
         freeifaddrs(ifs);

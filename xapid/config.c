@@ -16,22 +16,35 @@
 #define S(field) offsetof(xapid_config, field)
 
 const config_key config_keys[] = {
-    {"state-dir", CFG_STR, S(state_dir), 0, 0, NULL, "directory for the DB, certificates and runtime files (required)"},
-    {"listen", CFG_STR, S(listen), 0, 0, "127.0.0.1:8080", "HTTP address ADDR:PORT (port 0 picks a free one)"},
+    {"state-dir", CFG_STR, S(state_dir), 0, 0, NULL,
+     "directory for the DB, certificates and runtime files (required)"},
+    {"listen", CFG_STR, S(listen), 0, 0, "127.0.0.1:8080",
+     "HTTP address ADDR:PORT (port 0 picks a free one)"},
     {"tls-listen", CFG_STR, S(tls_listen), 0, 0, NULL, "HTTPS address ADDR:PORT; unset = no HTTPS"},
-    {"root-password-file", CFG_STR, S(root_password_file), 0, 0, NULL, "file holding root's password, read on first start"},
-    {"tls-cert", CFG_STR, S(tls_cert), 0, 0, NULL, "PEM certificate (default <state-dir>/xapi-ssl.pem, generated)"},
-    {"tls-key", CFG_STR, S(tls_key), 0, 0, NULL, "PEM private key (default <state-dir>/xapi-ssl.key, generated)"},
+    {"root-password-file", CFG_STR, S(root_password_file), 0, 0, NULL,
+     "file holding root's password, read on first start"},
+    {"tls-cert", CFG_STR, S(tls_cert), 0, 0, NULL,
+     "PEM certificate (default <state-dir>/xapi-ssl.pem, generated)"},
+    {"tls-key", CFG_STR, S(tls_key), 0, 0, NULL,
+     "PEM private key (default <state-dir>/xapi-ssl.key, generated)"},
     {"db", CFG_STR, S(db_path), 0, 0, NULL, "database file (default <state-dir>/xapi.db)"},
-    {"max-body", CFG_INT, S(max_body), 1024, 1 << 30, "1048576", "largest accepted request body, bytes"},
-    {"max-connections", CFG_INT, S(max_connections), 1, 65536, "1024", "simultaneous HTTP connections"},
-    {"session-idle-timeout", CFG_INT, S(session_idle_timeout), 1, 31 * 86400, "86400", "seconds an unused session lives"},
-    {"max-sessions", CFG_INT, S(max_sessions), 1, 1000000, "10000", "sessions kept in all; the least recently used goes first"},
-    {"max-sessions-per-user", CFG_INT, S(max_sessions_per_user), 1, 1000000, "500", "sessions kept per user name"},
-    {"password-iterations", CFG_INT, S(password_iterations), 1000, 10000000, "200000", "PBKDF2-SHA256 iterations for new password hashes"},
+    {"max-body", CFG_INT, S(max_body), 1024, 1 << 30, "1048576",
+     "largest accepted request body, bytes"},
+    {"max-connections", CFG_INT, S(max_connections), 1, 65536, "1024",
+     "simultaneous HTTP connections"},
+    {"session-idle-timeout", CFG_INT, S(session_idle_timeout), 1, 31 * 86400, "86400",
+     "seconds an unused session lives"},
+    {"max-sessions", CFG_INT, S(max_sessions), 1, 1000000, "10000",
+     "sessions kept in all; the least recently used goes first"},
+    {"max-sessions-per-user", CFG_INT, S(max_sessions_per_user), 1, 1000000, "500",
+     "sessions kept per user name"},
+    {"password-iterations", CFG_INT, S(password_iterations), 1000, 10000000, "200000",
+     "PBKDF2-SHA256 iterations for new password hashes"},
     {"task-workers", CFG_INT, S(task_workers), 1, 256, "4", "threads running Async tasks"},
-    {"max-pending-tasks", CFG_INT, S(max_pending_tasks), 1, 1000000, "10000", "queued tasks before Async calls are refused"},
-    {"event-timeout-max", CFG_INT, S(event_timeout_max), 1, 86400, "300", "longest wait of one event.from/event.next call, seconds"},
+    {"max-pending-tasks", CFG_INT, S(max_pending_tasks), 1, 1000000, "10000",
+     "queued tasks before Async calls are refused"},
+    {"event-timeout-max", CFG_INT, S(event_timeout_max), 1, 86400, "300",
+     "longest wait of one event.from/event.next call, seconds"},
     {"log-level", CFG_STR, S(log_level), 0, 0, "info", "debug, info, warn or error"},
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);
@@ -75,7 +88,8 @@ void config_defaults(xapid_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < config_nkeys; i++) {
         char *msg = NULL;
-        if (config_keys[i].dflt && config_set(cfg, config_keys[i].key, config_keys[i].dflt, &msg) < 0)
+        if (config_keys[i].dflt &&
+            config_set(cfg, config_keys[i].key, config_keys[i].dflt, &msg) < 0)
             abort(); /* a bad default is a programming error */
     }
 }
@@ -133,14 +147,15 @@ int config_load_file(xapid_config *cfg, const char *path, char **ret_msg)
 
 void config_print_help(FILE *f)
 {
-    fprintf(f, "Usage: xapid --state-dir DIR [--listen ADDR:PORT] [--tls-listen ADDR:PORT]\n"
-               "             [--root-password-file FILE] [--config FILE] [--KEY VALUE ...]\n"
-               "       xapid --state-dir DIR --add-user NAME --role ROLE --user-password-file FILE\n\n"
-               "Settings (command line --KEY VALUE, or KEY = VALUE lines in --config FILE):\n");
+    fprintf(f,
+            "Usage: xapid --state-dir DIR [--listen ADDR:PORT] [--tls-listen ADDR:PORT]\n"
+            "             [--root-password-file FILE] [--config FILE] [--KEY VALUE ...]\n"
+            "       xapid --state-dir DIR --add-user NAME --role ROLE --user-password-file FILE\n\n"
+            "Settings (command line --KEY VALUE, or KEY = VALUE lines in --config FILE):\n");
     for (size_t i = 0; i < config_nkeys; i++)
         fprintf(f, "  --%-24s %s%s%s%s\n", config_keys[i].key, config_keys[i].doc,
-                config_keys[i].dflt ? " [default: " : "", config_keys[i].dflt ? config_keys[i].dflt : "",
-                config_keys[i].dflt ? "]" : "");
+                config_keys[i].dflt ? " [default: " : "",
+                config_keys[i].dflt ? config_keys[i].dflt : "", config_keys[i].dflt ? "]" : "");
 }
 
 void config_print_sample(FILE *f)

@@ -13,8 +13,8 @@
 #include <string.h>
 
 struct sub {
-    bool cls[64];        /* by class id */
-    char *only_ref[64];  /* "class/ref" subscriptions: one ref per class (last wins) */
+    bool cls[64];       /* by class id */
+    char *only_ref[64]; /* "class/ref" subscriptions: one ref per class (last wins) */
     bool any;
 };
 
@@ -150,8 +150,7 @@ xerr *api_event_from(api_ctx *ctx, const xv *p_classes, const char *p_token, dou
             return e;
         }
         double left = deadline - now_monotonic();
-        if (xv_array_len(c.events) || since < 0 || left <= 0 || atomic_load(&x->stopping) ||
-            !s.any)
+        if (xv_array_len(c.events) || since < 0 || left <= 0 || atomic_load(&x->stopping) || !s.any)
             break;
         xv_free(c.events);
         xv_free(c.counts);

@@ -109,9 +109,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     }
     if (strcmp(method, "OPTIONS") == 0)
         return reply(conn, 200, "text/plain", xstrdup(""), 0, false);
-    bool rpc_path = strcmp(url, "/") == 0 || strcmp(url, "/RPC2") == 0 || strcmp(url, "/jsonrpc") == 0;
+    bool rpc_path =
+        strcmp(url, "/") == 0 || strcmp(url, "/RPC2") == 0 || strcmp(url, "/jsonrpc") == 0;
     if (strcmp(method, "GET") == 0 && strcmp(url, "/") == 0) {
-        char *b = xstrdup("<html><body>Nuvem xapid: XenAPI at / (XML-RPC) and /jsonrpc</body></html>");
+        char *b =
+            xstrdup("<html><body>Nuvem xapid: XenAPI at / (XML-RPC) and /jsonrpc</body></html>");
         return reply(conn, 200, "text/html", b, strlen(b), false);
     }
     if (!rpc_path)
@@ -127,8 +129,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     size_t len = 0;
     const char *ctype = NULL;
     int status = 500;
-    char *out = http_rpc(x, url, rq->body.data ? rq->body.data : "", rq->body.len, &len, &ctype,
-                         &status);
+    char *out =
+        http_rpc(x, url, rq->body.data ? rq->body.data : "", rq->body.len, &len, &ctype, &status);
     if (!out)
         return reply_error(conn, 500, "Malformed request");
     return reply(conn, (unsigned)status, ctype, out, len, false);
@@ -177,11 +179,10 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
         flags |= MHD_USE_TLS;
     if (tls)
         h->d = MHD_start_daemon(
-            flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,
-            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_NOTIFY_COMPLETED, completed,
-            h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_HTTPS_MEM_KEY, key_pem,
-            MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
+            flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)x->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+            MHD_OPTION_NOTIFY_COMPLETED, completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+            MHD_OPTION_HTTPS_MEM_KEY, key_pem, MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
     else
         h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,

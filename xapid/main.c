@@ -138,8 +138,8 @@ static int run(xapid *xp, int argc, char **argv)
         fprintf(stderr, "xapid: --state-dir is required (see --help)\n");
         return 2;
     }
-    log_set_level(strcmp(x.cfg.log_level, "debug") == 0  ? LOG_LVL_DEBUG
-                  : strcmp(x.cfg.log_level, "warn") == 0 ? LOG_LVL_WARN
+    log_set_level(strcmp(x.cfg.log_level, "debug") == 0   ? LOG_LVL_DEBUG
+                  : strcmp(x.cfg.log_level, "warn") == 0  ? LOG_LVL_WARN
                   : strcmp(x.cfg.log_level, "error") == 0 ? LOG_LVL_ERR
                                                           : LOG_LVL_INFO);
     xerr_set_checker(catalogue_check);
@@ -192,7 +192,8 @@ static int run(xapid *xp, int argc, char **argv)
         gethostname(host, sizeof(host) - 1);
         AUTOFREE char *cert = NULL, *key = NULL;
         if (tls_ensure_cert(x.cfg.tls_cert, x.cfg.tls_key, host) == 0 &&
-            read_file(x.cfg.tls_cert, &cert, NULL) == 0 && read_file(x.cfg.tls_key, &key, NULL) == 0)
+            read_file(x.cfg.tls_cert, &cert, NULL) == 0 &&
+            read_file(x.cfg.tls_key, &key, NULL) == 0)
             hs = http_start(&x, x.cfg.tls_listen, true, cert, key);
         if (!hs) {
             http_stop(h);

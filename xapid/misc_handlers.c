@@ -70,8 +70,8 @@ xerr *api_message_get(api_ctx *ctx, const char *p_cls, const char *p_obj_uuid, c
     AUTO(xv) *u = xv_new_string(p_obj_uuid);
     AUTO(xv) *s = xv_new_string(p_since);
     const xv *a[] = {c, u, s};
-    struct msg_ud m = {.where = "\"cls\" = ? AND \"obj_uuid\" = ? AND \"timestamp\" > ?",
-                       .args = a, .nargs = 3};
+    struct msg_ud m = {
+        .where = "\"cls\" = ? AND \"obj_uuid\" = ? AND \"timestamp\" > ?", .args = a, .nargs = 3};
     xerr *e = store_read(ctx->x->st, msg_query_txn, &m);
     if (e)
         return e;

@@ -158,8 +158,7 @@ xerr *sessions_login(xapid *x, const char *user, const char *password, const cha
     int role = auth_verify(x, user, password);
     if (role < 0) {
         log_info("login failed for user '%s'", user);
-        return xerr_new("SESSION_AUTHENTICATION_FAILED", user,
-                        "Authentication failure");
+        return xerr_new("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure");
     }
     struct sessions *ss = x->sessions;
     struct sess *s = xcalloc(1, sizeof(*s));

@@ -61,8 +61,8 @@ static void job_free(struct job *j)
 struct finish_ud {
     const char *task;
     const char *status;
-    xv *result;    /* borrowed */
-    xerr *err;     /* borrowed */
+    xv *result; /* borrowed */
+    xerr *err;  /* borrowed */
 };
 
 static xerr *set(store_txn *t, const char *ref, int field, xv *v)
@@ -98,7 +98,7 @@ static xerr *finish_txn(store_txn *t, void *ud)
 
 static void finish(xapid *x, const char *task, xv *result, xerr *err)
 {
-    const char *status = !err ? "success"
+    const char *status = !err                                       ? "success"
                          : strcmp(err->code, "TASK_CANCELLED") == 0 ? "cancelled"
                                                                     : "failure";
     struct finish_ud f = {task, status, result, err};
@@ -336,7 +336,8 @@ xerr *tasks_cancel(xapid *x, const char *task)
 static xerr *fail_stale_txn(store_txn *t, void *ud)
 {
     AUTO(xv) *refs = NULL;
-    xerr *e = st_get_all(t, task_class(), "\"status\" IN ('pending', 'cancelling')", NULL, 0, &refs);
+    xerr *e =
+        st_get_all(t, task_class(), "\"status\" IN ('pending', 'cancelling')", NULL, 0, &refs);
     if (e)
         return e;
     for (size_t i = 0; i < xv_array_len(refs); i++) {

@@ -44,7 +44,8 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
     X509_set_pubkey(cert, key);
     X509_NAME *name = X509_get_subject_name(cert);
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"Nuvem", -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)hostname, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)hostname, -1, -1,
+                               0);
     X509_set_issuer_name(cert, name);
     if (add_ext(cert, NID_subject_alt_name, san) < 0 ||
         add_ext(cert, NID_basic_constraints, "critical,CA:FALSE") < 0)

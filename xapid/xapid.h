@@ -13,13 +13,13 @@
 
 typedef struct xapid_config {
     char *state_dir;
-    char *listen;      /* ADDR:PORT, HTTP */
-    char *tls_listen;  /* ADDR:PORT, HTTPS, or NULL */
+    char *listen;     /* ADDR:PORT, HTTP */
+    char *tls_listen; /* ADDR:PORT, HTTPS, or NULL */
     char *root_password_file;
-    char *tls_cert;    /* PEM paths; generated under state_dir when NULL */
+    char *tls_cert; /* PEM paths; generated under state_dir when NULL */
     char *tls_key;
-    char *db_path;     /* default <state_dir>/xapi.db */
-    int64_t max_body;  /* bytes per request body */
+    char *db_path;    /* default <state_dir>/xapi.db */
+    int64_t max_body; /* bytes per request body */
     int64_t max_connections;
     int64_t session_idle_timeout; /* seconds */
     int64_t max_sessions;
@@ -48,11 +48,11 @@ typedef struct xapid {
 /* The caller of one message. */
 typedef struct api_ctx {
     xapid *x;
-    char *session;      /* session ref, NULL for calls without one */
+    char *session; /* session ref, NULL for calls without one */
     char *user;
-    int role;           /* rank in api_roles */
+    int role; /* rank in api_roles */
     bool superuser;
-    char *task;         /* set while running as an Async task */
+    char *task;          /* set while running as an Async task */
     atomic_bool *cancel; /* set by task.cancel for a running task */
     const api_message *msg;
 } api_ctx;

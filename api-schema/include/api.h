@@ -31,10 +31,10 @@ typedef struct api_enum {
 
 typedef struct api_type {
     api_type_kind kind;
-    const char *text;           /* the schema spelling, e.g. "(string -> string) map" */
-    const api_enum *en;         /* ENUM */
-    int cls;                    /* REF/RECORD: class id, -1 if not a class we implement */
-    const char *cls_name;       /* REF/RECORD: class name as spelled */
+    const char *text;            /* the schema spelling, e.g. "(string -> string) map" */
+    const api_enum *en;          /* ENUM */
+    int cls;                     /* REF/RECORD: class id, -1 if not a class we implement */
+    const char *cls_name;        /* REF/RECORD: class name as spelled */
     const struct api_type *elem; /* SET element, MAP value */
     const struct api_type *key;  /* MAP key */
 } api_type;
@@ -42,7 +42,7 @@ typedef struct api_type {
 typedef enum api_qual { API_Q_RO_RUNTIME = 0, API_Q_RO_CONSTRUCTOR, API_Q_RW } api_qual;
 
 typedef struct api_field {
-    const char *name;         /* wire name, also the DB column */
+    const char *name; /* wire name, also the DB column */
     const api_type *type;
     api_qual qual;
     const char *default_json; /* default as JSON text; NULL: required at create */
@@ -61,7 +61,7 @@ typedef struct api_class {
     bool has_name_label;
     size_t nfields;
     const api_field *fields;
-    size_t rec_size;   /* size of the typed record struct */
+    size_t rec_size; /* size of the typed record struct */
 } api_class;
 
 typedef enum api_msg_kind {
@@ -96,19 +96,19 @@ struct api_ctx;
 typedef xerr *(*api_handler_fn)(struct api_ctx *ctx, const xv *const *args, xv **ret);
 
 typedef struct api_message {
-    const char *wire;  /* "VM.get_power_state" */
-    const char *perm;  /* RBAC permission: the lowercase wire name */
+    const char *wire; /* "VM.get_power_state" */
+    const char *perm; /* RBAC permission: the lowercase wire name */
     int cls;
     const char *name;
     api_msg_kind kind;
-    int field;         /* field index for field messages, else -1 */
-    size_t nparams;    /* excluding the session */
+    int field;      /* field index for field messages, else -1 */
+    size_t nparams; /* excluding the session */
     size_t nrequired;
     const api_param *params;
     const api_type *result;
-    int min_role;      /* index into api_roles */
-    bool async;        /* callable as Async.<wire> */
-    bool session;      /* first wire param is a session ref */
+    int min_role; /* index into api_roles */
+    bool async;   /* callable as Async.<wire> */
+    bool session; /* first wire param is a session ref */
 } api_message;
 
 /* CUSTOM messages' generated wrappers, indexed like api_messages (NULL for generic

@@ -76,8 +76,8 @@ static void test_messages_match_model(void **state)
     size_t checked = 0;
     for (size_t i = 0; i < api_nmessages; i++) {
         const api_message *m = &api_messages[i];
-        const xv *mm = find_named(xv_struct_get(model_class(api_classes[m->cls].name), "messages"),
-                                  m->name);
+        const xv *mm =
+            find_named(xv_struct_get(model_class(api_classes[m->cls].name), "messages"), m->name);
         if (!mm) {
             /* only the hidden get_all_where / get_all_records_where may be ours alone */
             assert_true(m->kind == API_M_GET_ALL_WHERE || m->kind == API_M_GET_ALL_RECORDS_WHERE ||
@@ -156,7 +156,8 @@ static void test_type_check(void **state)
     AUTO(xv) *canon = api_type_check(f->type, ps, "power_state", &e);
     assert_string_equal(xv_str(canon), "Running");
     AUTO(xv) *i = xv_new_string("12x");
-    assert_null(api_type_check(&*api_classes[API_CLASS_VM].fields[API_F_VM_domid].type, i, "d", &e));
+    assert_null(
+        api_type_check(&*api_classes[API_CLASS_VM].fields[API_F_VM_domid].type, i, "d", &e));
     xerr_free(e);
 }
 

@@ -59,8 +59,8 @@ static void test_utf8(void **state)
 {
     assert_true(utf8_valid("h\xc3\xa9llo", 6));
     assert_false(utf8_valid("\xc3", 1));
-    assert_false(utf8_valid("\xc0\xaf", 2));       /* overlong */
-    assert_false(utf8_valid("\xed\xa0\x80", 3));   /* surrogate */
+    assert_false(utf8_valid("\xc0\xaf", 2));     /* overlong */
+    assert_false(utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
     assert_false(utf8_valid("\xff", 1));
     assert_true(utf8_valid("\xf0\x9f\x98\x80", 4)); /* emoji */
 }

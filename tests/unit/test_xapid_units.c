@@ -70,15 +70,17 @@ static void test_where_parser(void **state)
     const api_class *c = &api_classes[API_CLASS_VM];
     char *sql = NULL;
     xv *args = NULL;
-    assert_null(where_to_sql(c, "field \"name__label\" = \"a\" and not (field \"power_state\" = "
-                                "\"Running\" or false)",
+    assert_null(where_to_sql(c,
+                             "field \"name__label\" = \"a\" and not (field \"power_state\" = "
+                             "\"Running\" or false)",
                              &sql, &args));
     assert_non_null(strstr(sql, "\"name_label\""));
     assert_int_equal(xv_array_len(args), 2);
     free(sql);
     xv_free(args);
-    const char *bad[] = {"", "field", "field \"nope\" = \"x\"", "field \"name__label\" \"x\"",
-                         "true and", "((true)", "field \"name__label\" = \"x", "VBDs"};
+    const char *bad[] = {
+        "",         "field",   "field \"nope\" = \"x\"",      "field \"name__label\" \"x\"",
+        "true and", "((true)", "field \"name__label\" = \"x", "VBDs"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         xerr *e = where_to_sql(c, bad[i], &sql, &args);
         assert_non_null(e);
@@ -138,14 +140,16 @@ static xv *call(const char *method, xerr **err, int n, ...)
 static void test_dispatch(void **state)
 {
     xerr *e;
-    AUTO(xv) *s = call("session.login_with_password", &e, 2, xv_new_string("root"), xv_new_string("pw"));
+    AUTO(xv) *s =
+        call("session.login_with_password", &e, 2, xv_new_string("root"), xv_new_string("pw"));
     assert_null(e);
     AUTO(xv) *hosts = call("host.get_all", &e, 1, xv_copy(s));
     assert_null(e);
     assert_int_equal(xv_array_len(hosts), 1);
     /* ints as decimal strings (Python sends them so) are accepted for int params */
-    AUTO(xv) *msg = call("message.create", &e, 6, xv_copy(s), xv_new_string("N"), xv_new_string("3"),
-                         xv_new_string("pool"), xv_new_string(""), xv_new_string("b"));
+    AUTO(xv) *msg =
+        call("message.create", &e, 6, xv_copy(s), xv_new_string("N"), xv_new_string("3"),
+             xv_new_string("pool"), xv_new_string(""), xv_new_string("b"));
     assert_null(e);
     AUTO(xv) *prio = call("message.get_priority", &e, 2, xv_copy(s), xv_copy(msg));
     assert_int_equal(prio->u.i, 3);
@@ -156,7 +160,8 @@ static void test_dispatch(void **state)
     xerr_free(e);
     AUTO(xv) *r2 = call("host_get_all", &e, 1, xv_copy(s)); /* Class_message spelling */
     assert_null(e);
-    AUTO(xv) *ro = call("session.login_with_password", &e, 2, xv_new_string("ro"), xv_new_string("pw"));
+    AUTO(xv) *ro =
+        call("session.login_with_password", &e, 2, xv_new_string("ro"), xv_new_string("pw"));
     assert_null(e);
     AUTO(xv) *r3 = call("message.destroy", &e, 2, xv_copy(ro), xv_copy(msg));
     assert_string_equal(e->code, "RBAC_PERMISSION_DENIED");
