@@ -223,6 +223,11 @@ static void xv_struct_push(xv *s, const char *key, xv *val)
     s->u.st.n++;
 }
 
+void xv_struct_append(xv *s, const char *key, xv *val)
+{
+    xv_struct_push(s, key, val);
+}
+
 void xv_struct_set(xv *s, const char *key, xv *val)
 {
     ssize_t i = xv_struct_find(s, key);

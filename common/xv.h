@@ -79,6 +79,10 @@ const xv *xv_array_get(const xv *a, size_t i);
 void xv_struct_set(xv *s, const char *key, xv *val);
 /* Takes ownership of val; returns false (and frees val) if key already exists. */
 bool xv_struct_add(xv *s, const char *key, xv *val);
+/* Takes ownership of val; appends without looking for an existing key: only for
+ * callers that build structs whose keys are unique by construction (records, maps
+ * keyed by refs). O(1). */
+void xv_struct_append(xv *s, const char *key, xv *val);
 /* Returns the member or NULL. */
 const xv *xv_struct_get(const xv *s, const char *key);
 /* Removes a member; returns true if it existed. */

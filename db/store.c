@@ -243,6 +243,10 @@ static xv *column_value(const api_field *f, const db_row *row, size_t col)
     case API_T_RECORD:
     case API_T_ANY: {
         txt = db_row_text(row, col, &len);
+        if (len == 2 && txt[0] == '[' && txt[1] == ']')
+            return xv_new_array();
+        if (len == 2 && txt[0] == '{' && txt[1] == '}')
+            return xv_new_struct();
         xv *v = xv_from_json(txt, len);
         return v ? v : api_type_zero(f->type);
     }
@@ -277,25 +281,133 @@ static xv *derived_value(store_txn *t, const api_field *f, const char *ref)
     return r.arr;
 }
 
-/* Builds a record from a row of select_cols (column 0 is the ref). */
-static xv *row_record(store_txn *t, const api_class *c, const db_row *row)
+/* For reading many records: every reverse reference of a class fetched with one query per
+ * field into a hash from target ref to the array of source refs. */
+struct rmap_entry {
+    char *key;
+    xv *refs;
+};
+
+struct rmap {
+    struct rmap_entry *slots;
+    size_t n; /* power of two */
+};
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static struct rmap_entry *rmap_slot(struct rmap *m, const char *key)
+{
+    size_t i = str_hash(key) & (m->n - 1);
+    while (m->slots[i].key && strcmp(m->slots[i].key, key) != 0)
+        i = (i + 1) & (m->n - 1);
+    return &m->slots[i];
+}
+
+struct rmap_ud {
+    struct rmap *m;
+    size_t used;
+};
+
+static int rmap_row(void *ud, const db_row *row)
+{
+    struct rmap_ud *r = ud;
+    if (r->used * 2 >= r->m->n) { /* grow */
+        struct rmap old = *r->m;
+        r->m->n *= 2;
+        r->m->slots = xcalloc(r->m->n, sizeof(struct rmap_entry));
+        for (size_t i = 0; i < old.n; i++)
+            if (old.slots[i].key)
+                *rmap_slot(r->m, old.slots[i].key) = old.slots[i];
+        free(old.slots);
+    }
+    struct rmap_entry *e = rmap_slot(r->m, db_row_text(row, 0, NULL));
+    if (!e->key) {
+        e->key = xstrdup(db_row_text(row, 0, NULL));
+        e->refs = xv_new_array();
+        r->used++;
+    }
+    xv_array_append(e->refs, xv_new_string(db_row_text(row, 1, NULL)));
+    return 0;
+}
+
+static void rmap_free(struct rmap *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->slots[i].key);
+        xv_free(m->slots[i].refs);
+    }
+    free(m->slots);
+}
+
+/* One map per field of c (NULL for stored fields); free with rmaps_free. */
+static struct rmap *rmaps_build(store_txn *t, const api_class *c)
+{
+    struct rmap *maps = xcalloc(c->nfields, sizeof(struct rmap));
+    for (size_t k = 0; k < c->nfields; k++) {
+        const api_field *f = &c->fields[k];
+        if (stored(f))
+            continue;
+        const api_class *src = &api_classes[f->derived_cls];
+        maps[k].n = 64;
+        maps[k].slots = xcalloc(maps[k].n, sizeof(struct rmap_entry));
+        AUTOFREE char *sql = xasprintf("SELECT \"%s\", \"_ref\" FROM \"%s\" ORDER BY rowid",
+                                       src->fields[f->derived_field].name, src->name);
+        struct rmap_ud ud = {&maps[k], 0};
+        db_query(t->s->db, sql, NULL, 0, rmap_row, &ud);
+    }
+    return maps;
+}
+
+static void rmaps_free(const api_class *c, struct rmap *maps)
+{
+    if (!maps)
+        return;
+    for (size_t k = 0; k < c->nfields; k++)
+        if (maps[k].slots)
+            rmap_free(&maps[k]);
+    free(maps);
+}
+
+static xv *derived_from_map(struct rmap *m, const char *ref)
+{
+    struct rmap_entry *e = rmap_slot(m, ref);
+    return e->key ? xv_copy(e->refs) : xv_new_array();
+}
+
+/* Builds a record from a row of select_cols (column 0 is the ref); maps (optional) holds
+ * the reverse references prefetched by rmaps_build. */
+static xv *row_record_with(store_txn *t, const api_class *c, const db_row *row, struct rmap *maps)
 {
     xv *rec = xv_new_struct();
     const char *ref = db_row_text(row, 0, NULL);
     size_t col = 3;
     for (size_t k = 0; k < c->nfields; k++) {
         const api_field *f = &c->fields[k];
-        xv *v = stored(f) ? column_value(f, row, col++) : derived_value(t, f, ref);
-        xv_struct_set(rec, f->name, v);
+        xv *v = stored(f) ? column_value(f, row, col++)
+                : maps    ? derived_from_map(&maps[k], ref)
+                          : derived_value(t, f, ref);
+        xv_struct_append(rec, f->name, v); /* field names are unique */
     }
     return rec;
+}
+
+static xv *row_record(store_txn *t, const api_class *c, const db_row *row)
+{
+    return row_record_with(t, c, row, NULL);
 }
 
 struct rec_ud {
     store_txn *t;
     const api_class *c;
-    xv *out;  /* record (one) or map (many) or array of refs */
-    int mode; /* 0 one record, 1 map ref->record, 2 refs */
+    xv *out;           /* record (one) or map (many) or array of refs */
+    int mode;          /* 0 one record, 1 map ref->record, 2 refs */
+    struct rmap *maps; /* mode 1: prefetched reverse references */
 };
 
 static int rec_row(void *ud, const db_row *row)
@@ -305,13 +417,12 @@ static int rec_row(void *ud, const db_row *row)
         xv_array_append(r->out, xv_new_string(db_row_text(row, 0, NULL)));
         return 0;
     }
-    xv *rec = row_record(r->t, r->c, row);
+    xv *rec = row_record_with(r->t, r->c, row, r->maps);
     if (r->mode == 0) {
         r->out = rec;
         return 1;
     }
-    AUTOFREE char *ref = xstrdup(db_row_text(row, 0, NULL));
-    xv_struct_set(r->out, ref, rec);
+    xv_struct_append(r->out, db_row_text(row, 0, NULL), rec); /* refs are primary keys */
     return 0;
 }
 
@@ -350,7 +461,7 @@ xerr *st_get_record(store_txn *t, const api_class *c, const char *ref, xv **ret)
         xasprintf("SELECT %s FROM \"%s\" WHERE \"_ref\" = ?", t->s->select_cols[c->id], c->name);
     AUTO(xv) *rv = xv_new_string(ref);
     const xv *a[] = {rv};
-    struct rec_ud r = {t, c, NULL, 0};
+    struct rec_ud r = {t, c, NULL, 0, NULL};
     int q = db_query(t->s->db, sql, a, 1, rec_row, &r);
     if (q < 0)
         return db_error(q);
@@ -567,8 +678,10 @@ static xerr *select_many(store_txn *t, const api_class *c, const char *where, co
     AUTOFREE char *sql = xasprintf("SELECT %s FROM \"%s\"%s%s ORDER BY rowid",
                                    mode == 2 ? "\"_ref\"" : t->s->select_cols[c->id], c->name,
                                    where ? " WHERE " : "", where ? where : "");
-    struct rec_ud r = {t, c, mode == 2 ? xv_new_array() : xv_new_struct(), mode};
+    struct rec_ud r = {t, c, mode == 2 ? xv_new_array() : xv_new_struct(), mode,
+                       mode == 1 ? rmaps_build(t, c) : NULL};
     int q = db_query(t->s->db, sql, args, nargs, rec_row, &r);
+    rmaps_free(c, r.maps);
     if (q < 0) {
         xv_free(r.out);
         return db_error(q);
