@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -1015,6 +1016,63 @@ static void test_threads(void **state)
     }
 }
 
+static void test_helpers(void **state)
+{
+    const char *carriable[] = {"", "ok\t\n\r", "h\xc3\xa9", "\xef\xbf\xbd", "\x7f"};
+    const char *not_carriable[] = {"\x01",
+                                   "a\x1f"
+                                   "b",
+                                   "\xff",
+                                   "\xc3",
+                                   "\xef\xbf\xbe",
+                                   "\xef\xbf\xbf"};
+    for (size_t i = 0; i < ARRAY_SIZE(carriable); i++) {
+        AUTO(xv) *v = xv_new_string(carriable[i]);
+        assert_true(rpc_xml_encodable(v));
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(not_carriable); i++) {
+        AUTO(xv) *v = xv_new_string(not_carriable[i]);
+        assert_false(rpc_xml_encodable(v));
+        AUTO(xv) *s = xv_new_struct();
+        xv_struct_set(s, not_carriable[i], xv_new_int(1));
+        assert_false(rpc_xml_encodable(s));
+    }
+    /* A <base64> string may hold bytes XML cannot carry back. */
+    AUTO(xv) *ctrl = xml_one("<value><base64>AQID</base64></value>");
+    assert_non_null(ctrl);
+    assert_false(rpc_xml_encodable(ctrl));
+
+    AUTO(xv) *i5 = xv_new_int(5);
+    AUTO(xv) *s5 = xv_new_string("5");
+    AUTO(xv) *nil = xv_new_nil();
+    AUTO(xv) *empty = xv_new_string("");
+    AUTO(xv) *dt = xv_new_datetime("20240131T09:05:00Z");
+    AUTO(xv) *dts = xv_new_string("20240131T09:05:00Z");
+    AUTO(xv) *f = xv_new_float(0.1);
+    AUTO(xv) *f2 = xv_new_float(0.10000000000000002);
+    AUTO(xv) *inf = xv_new_float(INFINITY);
+    AUTO(xv) *max = xv_new_float(1.7976931348623157e308);
+    assert_true(rpc_wire_equal(RPC_XML, i5, s5));
+    assert_false(rpc_wire_equal(RPC_XML, i5, i5));
+    assert_true(rpc_wire_equal(RPC_JSON_V1, i5, i5));
+    assert_false(rpc_wire_equal(RPC_JSON_V2, i5, s5));
+    assert_true(rpc_wire_equal(RPC_XML, nil, empty));
+    assert_true(rpc_wire_equal(RPC_XML, NULL, empty));
+    assert_true(rpc_wire_equal(RPC_JSON_V2, nil, nil));
+    assert_true(rpc_wire_equal(RPC_XML, dt, dt));
+    assert_true(rpc_wire_equal(RPC_JSON_V1, dt, dts));
+    assert_true(rpc_wire_equal(RPC_XML, f, f2));
+    assert_true(rpc_wire_equal(RPC_JSON_V1, inf, nil));
+    assert_false(rpc_wire_equal(RPC_JSON_V1, f, nil));
+    assert_true(rpc_wire_equal(RPC_XML, max, inf));
+    assert_false(rpc_wire_equal(RPC_XML, f, NULL));
+
+    /* %.16g: DBL_MAX comes back infinite, which the comparison allows. */
+    AUTOFREE char *frag = rpc_xml_encode_value(max);
+    AUTO(xv) *back = rpc_xml_decode_value(frag, strlen(frag));
+    assert_true(rpc_wire_equal(RPC_XML, max, back));
+}
+
 static void test_request_clear(void **state)
 {
     rpc_request r = {0};
@@ -1031,13 +1089,21 @@ static void test_request_clear(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_xml_exact_examples), cmocka_unit_test(test_xml_decode_examples),
-        cmocka_unit_test(test_xml_value_encoding), cmocka_unit_test(test_json_exact_examples),
-        cmocka_unit_test(test_xml_roundtrip),      cmocka_unit_test(test_json_roundtrip),
-        cmocka_unit_test(test_xml_leniency),       cmocka_unit_test(test_json_leniency),
-        cmocka_unit_test(test_xml_malformed),      cmocka_unit_test(test_xml_depth),
-        cmocka_unit_test(test_json_malformed),     cmocka_unit_test(test_json_depth),
-        cmocka_unit_test(test_large_bodies),       cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_xml_exact_examples),
+        cmocka_unit_test(test_xml_decode_examples),
+        cmocka_unit_test(test_xml_value_encoding),
+        cmocka_unit_test(test_json_exact_examples),
+        cmocka_unit_test(test_xml_roundtrip),
+        cmocka_unit_test(test_json_roundtrip),
+        cmocka_unit_test(test_xml_leniency),
+        cmocka_unit_test(test_json_leniency),
+        cmocka_unit_test(test_xml_malformed),
+        cmocka_unit_test(test_xml_depth),
+        cmocka_unit_test(test_json_malformed),
+        cmocka_unit_test(test_json_depth),
+        cmocka_unit_test(test_large_bodies),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_request_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
