@@ -59,9 +59,11 @@ int db_open(const char *path, db **ret)
         db_close(d);
         return -EIO;
     }
+    /* One process owns the DB: exclusive locking skips the per-read WAL lock syscalls
+     * and keeps a second daemon off the same state dir. */
     const char *pragmas[] = {
-        "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",  "PRAGMA temp_store=MEMORY",
-        "PRAGMA foreign_keys=OFF", "PRAGMA busy_timeout=5000",
+        "PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL",  "PRAGMA synchronous=FULL",
+        "PRAGMA temp_store=MEMORY",      "PRAGMA foreign_keys=OFF", "PRAGMA busy_timeout=2000",
     };
     for (size_t i = 0; i < ARRAY_SIZE(pragmas); i++) {
         char *msg = NULL;

@@ -216,22 +216,31 @@ class XmlRpcTest(unittest.TestCase):
         self.assertNotIn('Async.VM.get_record', methods)
 
     def test_rbac(self):
-        d = self.d
         import subprocess
+        # users are added while no daemon holds the DB (it locks it exclusively)
+        d = Daemon()
+        d.start()
+        d.stop()
         for name, role in (('reader', 'read-only'), ('operator', 'vm-operator')):
             pw = os.path.join(d.tmp, name)
             with open(pw, 'w') as f:
                 f.write('pw-' + name)
-        # users are added while the daemon runs: the DB is shared (WAL)
-        for name, role in (('reader', 'read-only'), ('operator', 'vm-operator')):
             subprocess.run([os.environ.get('XAPID', 'xapid'), '--state-dir', d.state,
-                            '--add-user', name, '--role', role, '--user-password-file',
-                            os.path.join(d.tmp, name), '--password-iterations', '1000'],
-                           check=True, capture_output=True, timeout=30)
-        s = self.s
+                            '--add-user', name, '--role', role, '--user-password-file', pw,
+                            '--password-iterations', '1000'],
+                           check=True, capture_output=True, timeout=60)
+        d.start()
+        try:
+            self._rbac_checks(d)
+        finally:
+            d.cleanup()
+
+    def _rbac_checks(self, d):
+        s = d.proxy()
+        root = d.login()
         rs = ok(s.session.login_with_password('reader', 'pw-reader', '2.21', 't'))
         self.assertTrue(len(ok(s.host.get_all(rs))) == 1)
-        vm = ok(s.VM.create(self.sess, vm_record('rbac')))
+        vm = ok(s.VM.create(root, vm_record('rbac')))
         r = s.VM.set_name_label(rs, vm, 'nope')
         self.assertEqual(r['ErrorDescription'][0], 'RBAC_PERMISSION_DENIED')
         self.assertEqual(r['ErrorDescription'][1], 'vm.set_name_label')
@@ -244,7 +253,10 @@ class XmlRpcTest(unittest.TestCase):
                          'RBAC_PERMISSION_DENIED')
         rec = ok(s.session.get_record(os_, os_))
         self.assertFalse(rec['is_local_superuser'])
-        ok(s.VM.destroy(self.sess, vm))
+        # a second daemon cannot open a state dir in use
+        r = subprocess_run_second(d)
+        self.assertNotEqual(r.returncode, 0)
+        ok(s.VM.destroy(root, vm))
 
     def test_many_sessions_bounded(self):
         d = Daemon(extra=['--max-sessions-per-user', '50', '--max-sessions', '80']).start()
@@ -256,6 +268,12 @@ class XmlRpcTest(unittest.TestCase):
             self.assertEqual(live, refs[-50:])  # the least recently used went first
         finally:
             d.cleanup()
+
+
+def subprocess_run_second(d):
+    import subprocess
+    return subprocess.run([os.environ.get('XAPID', 'xapid'), '--state-dir', d.state, '--listen',
+                           '127.0.0.1:0'], capture_output=True, timeout=60)
 
 
 def rss_kib(pid):
