@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs each rpc libFuzzer binary of a NUVEM_FUZZ build for SECONDS over a scratch copy of its
+# Runs each libFuzzer binary of a NUVEM_FUZZ build for SECONDS over a scratch copy of its
 # corpus (the checked-in seeds are never modified). Crashes, leaks and timeouts fail the run;
 # their reproducers are left in BUILD_DIR/fuzz-artifacts/.
 # Usage: tests/fuzz/run-fuzzers.sh BUILD_DIR SECONDS
@@ -104,23 +104,28 @@ DICT
 
 status=0
 found=0
-for bin in $(find "$build" -type f -perm -u+x \( -name fuzz_xmlrpc -o -name fuzz_jsonrpc \) | sort); do
+# Every libFuzzer binary of the build (fuzz_NAME; the fuzz_replay_* tests are not libFuzzer),
+# each over tests/fuzz/corpus/NAME when there is one.
+for bin in $(find "$build" -type f -perm -u+x -name 'fuzz_*' ! -name 'fuzz_replay_*' | sort); do
     found=1
     name=$(basename "$bin")
     kind=${name#fuzz_}
     work="$scratch/corpus-$kind"
     mkdir -p "$work"
     cp "$here/corpus/$kind/"* "$work/" 2>/dev/null || true
+    set --
+    if [ -f "$scratch/$kind.dict" ]; then
+        set -- -dict="$scratch/$kind.dict"
+    fi
     echo "== $name for ${secs}s over $(find "$work" -type f | wc -l) seeds"
     if ! "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -dict="$scratch/$kind.dict" -artifact_prefix="$artifacts/$name-" \
-        -print_final_stats=1 "$work"; then
+        -artifact_prefix="$artifacts/$name-" -print_final_stats=1 "$@" "$work"; then
         echo "!! $name failed; reproducers in $artifacts" >&2
         status=1
     fi
 done
 if [ "$found" -eq 0 ]; then
-    echo "no fuzz_xmlrpc/fuzz_jsonrpc binaries under $build (configure with NUVEM_FUZZ=ON)" >&2
+    echo "no libFuzzer binaries (fuzz_*) under $build (configure with NUVEM_FUZZ=ON)" >&2
     exit 1
 fi
 exit $status

@@ -1019,13 +1019,8 @@ static void test_threads(void **state)
 static void test_helpers(void **state)
 {
     const char *carriable[] = {"", "ok\t\n\r", "h\xc3\xa9", "\xef\xbf\xbd", "\x7f"};
-    const char *not_carriable[] = {"\x01",
-                                   "a\x1f"
-                                   "b",
-                                   "\xff",
-                                   "\xc3",
-                                   "\xef\xbf\xbe",
-                                   "\xef\xbf\xbf"};
+    const char *not_carriable[] = {"\x01", "a\037b",       "\xff",
+                                   "\xc3", "\xef\xbf\xbe", "\xef\xbf\xbf"};
     for (size_t i = 0; i < ARRAY_SIZE(carriable); i++) {
         AUTO(xv) *v = xv_new_string(carriable[i]);
         assert_true(rpc_xml_encodable(v));
