@@ -28,9 +28,18 @@ void sbuf_append(sbuf *b, const char *s, size_t n)
     b->data[b->len] = '\0';
 }
 
-void sbuf_puts(sbuf *b, const char *s)
+void sbuf_put_i64(sbuf *b, long long v)
 {
-    sbuf_append(b, s, strlen(s));
+    char tmp[24];
+    char *p = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    sbuf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 void sbuf_putc(sbuf *b, char c)
@@ -56,8 +65,14 @@ void sbuf_printf(sbuf *b, const char *fmt, ...)
 
 void sbuf_put_xml_escaped(sbuf *b, const char *s, size_t n)
 {
+    /* characters that need escaping, as a bitmap over the first 64 code points */
+    static const unsigned long long special =
+        (1ULL << '<') | (1ULL << '>') | (1ULL << '&') | (1ULL << '"') | (1ULL << '\r');
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 64 || !(special & (1ULL << ch)))
+            continue;
         const char *rep = NULL;
         switch (s[i]) {
         case '<':

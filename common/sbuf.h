@@ -16,7 +16,13 @@ typedef struct sbuf {
     }
 
 void sbuf_append(sbuf *b, const char *s, size_t n);
-void sbuf_puts(sbuf *b, const char *s);
+/* Inline so that strlen() of a literal folds to a constant on hot encoder paths. */
+static inline void sbuf_puts(sbuf *b, const char *s)
+{
+    sbuf_append(b, s, __builtin_strlen(s));
+}
+/* Appends a signed decimal integer. */
+void sbuf_put_i64(sbuf *b, long long v);
 void sbuf_putc(sbuf *b, char c);
 void sbuf_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s with XML's special characters (<>&") escaped. */

@@ -292,6 +292,8 @@ static void json_put_string(sbuf *b, const char *s, size_t n)
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
         char esc[8];
         const char *rep = NULL;
         if (c == '"')
@@ -332,7 +334,7 @@ static void xv_json_put(sbuf *b, const xv *v)
         json_put_string(b, v->u.str.s, v->u.str.len);
         break;
     case XV_INT:
-        sbuf_printf(b, "%lld", (long long)v->u.i);
+        sbuf_put_i64(b, (long long)v->u.i);
         break;
     case XV_FLOAT:
         if (isfinite(v->u.f)) {

@@ -73,10 +73,15 @@ static void put_value(sbuf *b, const xv *v)
         break;
     case XV_INT:
         /* xapi sends int64 as a decimal string: <i4> is only 32 bits on most clients. */
-        if (v->flags & XV_F_I4)
-            sbuf_printf(b, "<value><i4>%lld</i4></value>", (long long)v->u.i);
-        else
-            sbuf_printf(b, "<value>%lld</value>", (long long)v->u.i);
+        if (v->flags & XV_F_I4) {
+            sbuf_puts(b, "<value><i4>");
+            sbuf_put_i64(b, (long long)v->u.i);
+            sbuf_puts(b, "</i4></value>");
+        } else {
+            sbuf_puts(b, "<value>");
+            sbuf_put_i64(b, (long long)v->u.i);
+            sbuf_puts(b, "</value>");
+        }
         break;
     case XV_FLOAT:
         sbuf_printf(b, "<value><double>%.16g</double></value>", v->u.f);
