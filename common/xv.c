@@ -23,11 +23,20 @@ xv *xv_new_nil(void)
     return xv_alloc(XV_NIL);
 }
 
+/* One allocation for the node and its bytes: records hold tens of thousands of strings. */
 xv *xv_new_stringn(const char *s, size_t n)
 {
-    xv *v = xv_alloc(XV_STRING);
-    v->u.str.s = xstrndup(s, n);
-    v->u.str.len = strlen(v->u.str.s);
+    const char *nul = memchr(s, '\0', n);
+    if (nul)
+        n = (size_t)(nul - s);
+    xv *v = xmalloc(sizeof(*v) + n + 1);
+    memset(v, 0, sizeof(*v));
+    v->kind = XV_STRING;
+    v->flags = XV_F_INLINE;
+    v->u.str.s = (char *)(v + 1);
+    memcpy(v->u.str.s, s, n);
+    v->u.str.s[n] = '\0';
+    v->u.str.len = n;
     return v;
 }
 
@@ -96,7 +105,8 @@ void xv_free(xv *v)
     switch (v->kind) {
     case XV_STRING:
     case XV_DATETIME:
-        free(v->u.str.s);
+        if (!(v->flags & XV_F_INLINE))
+            free(v->u.str.s);
         break;
     case XV_ARRAY:
         for (size_t i = 0; i < v->u.arr.n; i++)
@@ -140,6 +150,7 @@ xv *xv_copy(const xv *v)
     default:
         c = xv_alloc(v->kind);
         c->u = v->u;
+        c->flags = v->flags & XV_F_I4;
         return c;
     }
 }

@@ -25,7 +25,10 @@ typedef enum xv_kind {
 typedef struct xv xv;
 
 /* Encoding hints that do not change the value. */
-enum { XV_F_I4 = 1 /* emit an INT as <i4> in XML-RPC (event.from valid_ref_counts) */ };
+enum {
+    XV_F_I4 = 1,     /* emit an INT as <i4> in XML-RPC (event.from valid_ref_counts) */
+    XV_F_INLINE = 2, /* internal: the string bytes live in the node's own allocation */
+};
 
 struct xv {
     xv_kind kind;

@@ -8,10 +8,93 @@
 #include "sbuf.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Freeing a large result tree (get_all_records of thousands of objects) costs as much as
+ * building it; a background thread does it so the response goes out first. */
+struct reaper {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    xv **items;
+    size_t n, cap;
+    int users;
+    bool stop;
+    pthread_t thread;
+};
+
+static struct reaper reaper = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void *reaper_main(void *arg)
+{
+    pthread_mutex_lock(&reaper.lock);
+    for (;;) {
+        while (!reaper.n && !reaper.stop)
+            pthread_cond_wait(&reaper.cond, &reaper.lock);
+        if (!reaper.n && reaper.stop)
+            break;
+        xv *v = reaper.items[--reaper.n];
+        pthread_mutex_unlock(&reaper.lock);
+        xv_free(v);
+        pthread_mutex_lock(&reaper.lock);
+    }
+    pthread_mutex_unlock(&reaper.lock);
+    return NULL;
+}
+
+static void reaper_get(void)
+{
+    pthread_mutex_lock(&reaper.lock);
+    if (reaper.users++ == 0) {
+        reaper.stop = false;
+        if (pthread_create(&reaper.thread, NULL, reaper_main, NULL) != 0)
+            reaper.users = -1000000; /* no thread: free inline */
+    }
+    pthread_mutex_unlock(&reaper.lock);
+}
+
+static void reaper_put(void)
+{
+    pthread_mutex_lock(&reaper.lock);
+    bool last = --reaper.users == 0;
+    if (last) {
+        reaper.stop = true;
+        pthread_cond_signal(&reaper.cond);
+    }
+    pthread_mutex_unlock(&reaper.lock);
+    if (last) {
+        pthread_join(reaper.thread, NULL);
+        free(reaper.items);
+        reaper.items = NULL;
+        reaper.cap = 0;
+    }
+}
+
+static void free_later(xv *v)
+{
+    if (!v)
+        return;
+    if (xv_array_len(v) < 256 && xv_struct_len(v) < 256) {
+        xv_free(v);
+        return;
+    }
+    pthread_mutex_lock(&reaper.lock);
+    if (reaper.users <= 0) {
+        pthread_mutex_unlock(&reaper.lock);
+        xv_free(v);
+        return;
+    }
+    if (reaper.n == reaper.cap) {
+        reaper.cap = reaper.cap ? reaper.cap * 2 : 16;
+        reaper.items = xrealloc(reaper.items, reaper.cap * sizeof(xv *));
+    }
+    reaper.items[reaper.n++] = v;
+    pthread_cond_signal(&reaper.cond);
+    pthread_mutex_unlock(&reaper.lock);
+}
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -72,7 +155,7 @@ char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t 
         *ret_ctype = "text/xml";
         out = err ? rpc_xml_encode_failure(err, ret_len) : rpc_xml_encode_success(result, ret_len);
     }
-    xv_free(result);
+    free_later(result);
     xerr_free(err);
     rpc_request_clear(&req);
     *ret_status = 200;
@@ -171,6 +254,7 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
         return NULL;
     }
     struct http_server *h = xcalloc(1, sizeof(*h));
+    reaper_get();
     h->x = x;
     h->tls = tls;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
@@ -191,6 +275,7 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
     if (!h->d) {
         log_err("cannot listen on %s%s", listen, tls ? " (TLS)" : "");
+        reaper_put();
         free(h);
         return NULL;
     }
@@ -207,5 +292,6 @@ void http_stop(struct http_server *h)
     if (!h)
         return;
     MHD_stop_daemon(h->d);
+    reaper_put();
     free(h);
 }
