@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sbuf_reserve(sbuf *b, size_t extra)
+void sbuf_reserve(sbuf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
@@ -117,4 +117,9 @@ char *sbuf_steal(sbuf *b, size_t *ret_len)
     b->data = NULL;
     b->len = b->cap = 0;
     return d;
+}
+
+size_t sbuf_size_hint(size_t members)
+{
+    return members >= 64 ? members * 2048 : 0;
 }

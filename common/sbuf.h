@@ -16,6 +16,11 @@ typedef struct sbuf {
     }
 
 void sbuf_append(sbuf *b, const char *s, size_t n);
+/* Makes room for extra more bytes (plus the NUL) without changing the contents. */
+void sbuf_reserve(sbuf *b, size_t extra);
+/* A capacity guess for encoding v: large results get one big (mmap-backed) buffer up
+ * front instead of a series of doublings. */
+size_t sbuf_size_hint(size_t members);
 /* Inline so that strlen() of a literal folds to a constant on hot encoder paths. */
 static inline void sbuf_puts(sbuf *b, const char *s)
 {

@@ -98,6 +98,17 @@ xv *xv_new_struct(void)
     return xv_alloc(XV_STRUCT);
 }
 
+xv *xv_new_struct_cap(size_t n)
+{
+    xv *v = xv_alloc(XV_STRUCT);
+    if (n) {
+        v->u.st.cap = n;
+        v->u.st.keys = xmalloc(n * sizeof(char *));
+        v->u.st.vals = xmalloc(n * sizeof(xv *));
+    }
+    return v;
+}
+
 void xv_free(xv *v)
 {
     if (!v)

@@ -67,6 +67,8 @@ xv *xv_new_datetime(const char *s);
 xv *xv_new_datetime_epoch(int64_t t);
 xv *xv_new_array(void);
 xv *xv_new_struct(void);
+/* A struct with room for n members (avoids regrowth when the size is known). */
+xv *xv_new_struct_cap(size_t n);
 
 void xv_free(xv *v);
 DEFINE_FREEP(xv)

@@ -384,7 +384,7 @@ static xv *derived_from_map(struct rmap *m, const char *ref)
  * the reverse references prefetched by rmaps_build. */
 static xv *row_record_with(store_txn *t, const api_class *c, const db_row *row, struct rmap *maps)
 {
-    xv *rec = xv_new_struct();
+    xv *rec = xv_new_struct_cap(c->nfields);
     const char *ref = db_row_text(row, 0, NULL);
     size_t col = 3;
     for (size_t k = 0; k < c->nfields; k++) {

@@ -352,6 +352,7 @@ static void put_json_string(sbuf *b, const char *s)
 char *rpc_json_encode_success(rpc_proto v, const xv *id, const xv *value, size_t *ret_len)
 {
     sbuf b = SBUF_INIT;
+    sbuf_reserve(&b, sbuf_size_hint(xv_array_len(value) + xv_struct_len(value)));
     sbuf_puts(&b, v == RPC_JSON_V2 ? "{\"jsonrpc\":\"2.0\",\"result\":" : "{\"result\":");
     put_json(&b, value);
     sbuf_puts(&b, v == RPC_JSON_V2 ? ",\"id\":" : ",\"error\":null,\"id\":");

@@ -140,6 +140,7 @@ char *rpc_xml_encode_call(const char *method, const xv *params, size_t *ret_len)
 char *rpc_xml_encode_success(const xv *value, size_t *ret_len)
 {
     sbuf b = SBUF_INIT;
+    sbuf_reserve(&b, sbuf_size_hint(xv_array_len(value) + xv_struct_len(value)));
     sbuf_puts(&b, RESPONSE_HEAD "Success</value></member><member><name>Value</name>");
     put_value(&b, value);
     sbuf_puts(&b, "</member>" RESPONSE_TAIL);

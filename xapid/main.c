@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -91,6 +92,10 @@ static int run(xapid *x, int argc, char **argv);
 
 int main(int argc, char **argv)
 {
+    /* Large response buffers always come from mmap: with glibc's sliding threshold they
+     * move onto the heap and each one forces a consolidation of every small free chunk
+     * left by the value trees. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     xapid x = {0};
     int rc = run(&x, argc, argv);
     teardown(&x);

@@ -480,7 +480,7 @@ xerr *api_VIF_plug(api_ctx *ctx, const char *p_self)
         return e;
     if (rec_bool(vif, "currently_attached"))
         return xerr_new("DEVICE_ALREADY_ATTACHED", p_self);
-    int64_t domid;
+    int64_t domid = -1;
     if ((e = vif_domid(ctx->x, vif, &domid)))
         return e;
     /* The tap is ready on the bridge; handing it to the running VMM (hotplug) belongs to the
@@ -498,7 +498,7 @@ static xerr *vif_unplug(api_ctx *ctx, const char *self, bool force)
         return e;
     if (!rec_bool(vif, "currently_attached"))
         return xerr_new("DEVICE_ALREADY_DETACHED", self);
-    int64_t domid;
+    int64_t domid = -1;
     e = vif_domid(ctx->x, vif, &domid);
     if (!e)
         e = xapid_network_vif_detach(ctx->x, self, domid);
@@ -529,7 +529,7 @@ static xerr *vif_relock(xapid *x, const char *vif_ref)
         return e;
     if ((e = get_record(x, CLS(network), rec_str(vif, "network"), &net)))
         return e;
-    int64_t domid;
+    int64_t domid = -1;
     if ((e = vif_domid(x, vif, &domid))) {
         xerr_free(e);
         return NULL; /* not running here: applied at the next plug */
@@ -1036,7 +1036,7 @@ xerr *xapid_network_reconcile(xapid *x, bool manage_pifs)
         const char *ref = vifs->u.st.keys[i];
         if (!rec_bool(vifs->u.st.vals[i], "currently_attached"))
             continue;
-        int64_t domid;
+        int64_t domid = -1;
         xerr *ve = vif_domid(x, vifs->u.st.vals[i], &domid);
         if (!ve) {
             /* Taps survive a daemon restart: plugging again reconciles them in place. */
