@@ -224,6 +224,13 @@ class Vmm:
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen([self.vmm_path, self.path("vm.json")],
                                      stdout=self.stderr, stderr=subprocess.STDOUT)
+        try:
+            return self._attach(connect, timeout)
+        except BaseException:
+            self.stop()  # never leave a VMM behind
+            raise
+
+    def _attach(self, connect, timeout):
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.cfg["control"]):
             if self.proc.poll() is not None:
@@ -233,7 +240,7 @@ class Vmm:
             time.sleep(0.01)
         if connect:
             self.ctl = Control(self.cfg["control"])
-            if self.cfg.get("serial", {}).get("socket"):
+            if (self.cfg.get("serial") or {}).get("socket"):
                 self.con = Console(self.cfg["serial"]["socket"])
         return self
 

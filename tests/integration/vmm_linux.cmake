@@ -12,3 +12,10 @@ if(TARGET nuvem-vmm AND EXISTS ${CMAKE_SOURCE_DIR}/bench/kvm-speed/CMakeLists.tx
                          SKIP_RETURN_CODE 77 TIMEOUT 600)
   endforeach()
 endif()
+
+# The speed probe that gates the full boot: keep it working (skips without /dev/kvm).
+if(EXISTS ${CMAKE_SOURCE_DIR}/bench/kvm-speed/CMakeLists.txt)
+  add_test(NAME vmm_kvm_speed COMMAND $<TARGET_FILE:kvm-speed> --quick)
+  set_tests_properties(vmm_kvm_speed PROPERTIES LABELS "integration;kvm" SKIP_RETURN_CODE 77
+                       TIMEOUT 120 PASS_REGULAR_EXPRESSION "hardware speed: (yes|no)")
+endif()

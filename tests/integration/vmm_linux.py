@@ -3,7 +3,8 @@
 
 usage: vmm_linux.py NUVEM_VMM KVM_SPEED IMAGE_DIR {banner|full}
   banner: PVH-boots the uncompressed vmlinux and waits for the kernel's own "Linux version"
-          line on our serial console (about a minute where ring 0 is emulated).
+          line on our serial console (about a minute where ring 0 is emulated), then for its
+          log of our ACPI tables.
   full:   boots the bzImage (64-bit boot protocol) with the busybox initramfs to its GUEST-UP
           marker and a reboot; only where bench/kvm-speed says KVM runs at hardware speed.
 Both skip (exit 77) with a reason when the image is not built or /dev/kvm is missing."""
@@ -38,6 +39,11 @@ def t_banner(vmm_path, kvm_speed, image_dir):
         print("banner after %.1fs: Linux %s" % (time.monotonic() - v.started_at, m.group(1)))
         v.con.wait_for(r"Command line: earlyprintk=serial", 30)
         v.con.wait_for(r"BIOS-e820: \[mem 0x0000000000100000-0x0000000007ffffff\] usable", 60)
+        # Our ACPI tables are found and their checksums pass (a few guest seconds later).
+        v.con.wait_for(r"ACPI: RSDP 0x00000000000E0000 000024 \(v02 NUVEM", 120)
+        v.con.wait_for(r"ACPI: FACP 0x00000000000E0100 000114 \(v06 NUVEM", 60)
+        v.con.wait_for(r"ACPI: APIC 0x00000000000E0400", 60)
+        print("ACPI tables seen after %.1fs" % (time.monotonic() - v.started_at))
         v.ctl.ok("quit")
         check(v.wait_exit() == 0, "exit code")
     finally:

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "acpi.h"
 #include "boot.h"
 #include "config.h"
 #include "ctl.h"
@@ -31,7 +32,8 @@ static void test_config_full(void **state)
         "{\"name\":\"vm1\",\"uuid\":\"u\",\"memory_mib\":64,\"vcpus\":4,\"kernel\":\"/k\","
         "\"initrd\":\"/i\",\"cmdline\":\"console=ttyS0\",\"disks\":[],\"nics\":[],"
         "\"serial\":{\"log\":\"/l\",\"socket\":\"/s\"},\"control\":\"/c\",\"on_reboot\":\"exit\","
-        "\"on_crash\":\"pause\",\"start_paused\":true,\"mem_merge\":false,\"hugepages\":true}",
+        "\"on_crash\":\"pause\",\"start_paused\":true,\"mem_merge\":false,\"hugepages\":true,"
+        "\"acpi\":false,\"sandbox\":false}",
         &e);
     assert_non_null(c);
     assert_string_equal(c->name, "vm1");
@@ -48,6 +50,8 @@ static void test_config_full(void **state)
     assert_true(c->start_paused);
     assert_false(c->mem_merge);
     assert_true(c->hugepages);
+    assert_false(c->acpi);
+    assert_false(c->sandbox);
 }
 
 static void test_config_defaults(void **state)
@@ -63,6 +67,9 @@ static void test_config_defaults(void **state)
     assert_int_equal(c->on_reboot, VMM_ON_REBOOT_RESTART);
     assert_int_equal(c->on_crash, VMM_ON_CRASH_EXIT);
     assert_true(c->mem_merge);
+    assert_true(c->acpi);
+    assert_true(c->sandbox);
+    assert_int_equal(c->serial_log_limit, 16 << 20);
 }
 
 static void expect_error(const char *json, const char *code, const char *param0)
@@ -109,7 +116,8 @@ static void test_config_errors(void **state)
     char *big = xmalloc(VMM_MAX_CMDLINE + 100);
     memset(big, 'a', VMM_MAX_CMDLINE + 10);
     big[VMM_MAX_CMDLINE + 10] = 0;
-    AUTOFREE char *json = xasprintf("{\"kernel\":\"/k\",\"control\":\"/c\",\"cmdline\":\"%s\"}", big);
+    AUTOFREE char *json =
+        xasprintf("{\"kernel\":\"/k\",\"control\":\"/c\",\"cmdline\":\"%s\"}", big);
     free(big);
     expect_error(json, "INVALID_VALUE", "cmdline");
 }
@@ -180,8 +188,8 @@ static void test_ctl_format(void **state)
     AUTOFREE char *er = ctl_format_error(NULL, e);
     assert_string_equal(er, "{\"error\":[\"MESSAGE_METHOD_UNKNOWN\",\"frob\"]}\n");
     AUTOFREE char *ev = ctl_format_event("shutdown", NULL, 12, 34);
-    assert_string_equal(
-        ev, "{\"event\":\"shutdown\",\"data\":{},\"timestamp\":{\"seconds\":12,\"microseconds\":34}}\n");
+    assert_string_equal(ev, "{\"event\":\"shutdown\",\"data\":{},\"timestamp\":{\"seconds\":12,"
+                            "\"microseconds\":34}}\n");
 }
 
 /* ---- loaders ---- */
@@ -280,12 +288,12 @@ static void test_boot_bzimage(void **state)
     memfix *f = *state;
     size_t len = 64 * 1024;
     uint8_t *k = xcalloc(1, len);
-    k[0x1f1] = 3;                   /* setup_sects */
+    k[0x1f1] = 3; /* setup_sects */
     memcpy(k + 0x202, "HdrS", 4);
-    k[0x201] = 0x6a;                /* header length - 0x202 */
-    k[0x206] = 0x0f;                /* version 2.15 */
+    k[0x201] = 0x6a; /* header length - 0x202 */
+    k[0x206] = 0x0f; /* version 2.15 */
     k[0x207] = 0x02;
-    k[0x236] = 1;                   /* XLF_KERNEL_64 */
+    k[0x236] = 1; /* XLF_KERNEL_64 */
     uint32_t cmdline_size = 2047, initrd_max = 0x7fffffff, init_size = 1 << 20;
     memcpy(k + 0x238, &cmdline_size, 4);
     memcpy(k + 0x22c, &initrd_max, 4);
@@ -340,11 +348,66 @@ static void test_mptable(void **state)
     uint16_t len = (uint16_t)(t[4] | t[5] << 8), count = (uint16_t)(t[34] | t[35] << 8);
     assert_int_equal(sum(t, len), 0);
     assert_int_equal(count, 4 + 2 + 16 + 2);
-    assert_int_equal(t[44], 0);          /* first entry: processor */
-    assert_int_equal(t[44 + 3], 1 | 2);  /* enabled BSP */
-    assert_int_equal(t[64 + 3], 1);      /* AP enabled */
+    assert_int_equal(t[44], 0);         /* first entry: processor */
+    assert_int_equal(t[44 + 3], 1 | 2); /* enabled BSP */
+    assert_int_equal(t[64 + 3], 1);     /* AP enabled */
     AUTO(xerr) *e = boot_write_mptable(&f->m, 200);
     assert_non_null(e);
+}
+
+static void test_acpi(void **state)
+{
+    memfix *f = *state;
+    uint64_t rsdp_addr = 0;
+    assert_null(acpi_write_tables(&f->m, 3, &rsdp_addr));
+    assert_int_equal(rsdp_addr, ACPI_RSDP_ADDR);
+    uint8_t *rsdp = boot_gpa(&f->m, rsdp_addr, 36);
+    assert_memory_equal(rsdp, "RSD PTR ", 8);
+    assert_int_equal(sum(rsdp, 20), 0);
+    assert_int_equal(sum(rsdp, 36), 0);
+    assert_int_equal(rsdp[15], 2);
+    uint64_t xsdt_addr;
+    memcpy(&xsdt_addr, rsdp + 24, 8);
+    uint8_t *xsdt = boot_gpa(&f->m, xsdt_addr, 52);
+    assert_memory_equal(xsdt, "XSDT", 4);
+    assert_int_equal(sum(xsdt, 52), 0);
+    uint64_t fadt_addr, madt_addr;
+    memcpy(&fadt_addr, xsdt + 36, 8);
+    memcpy(&madt_addr, xsdt + 44, 8);
+    uint8_t *fadt = boot_gpa(&f->m, fadt_addr, 276);
+    assert_memory_equal(fadt, "FACP", 4);
+    assert_int_equal(sum(fadt, 276), 0);
+    uint32_t flags;
+    memcpy(&flags, fadt + 112, 4);
+    assert_true(flags & (1u << 20)); /* hardware-reduced */
+    assert_int_equal(fadt[244], 1);  /* sleep control in I/O space */
+    uint16_t port;
+    memcpy(&port, fadt + 248, 2);
+    assert_int_equal(port, 0x600);
+    memcpy(&port, fadt + 120, 2);
+    assert_int_equal(port, 0x601); /* reset register */
+    assert_int_equal(fadt[128], 1);
+    uint64_t dsdt_addr;
+    memcpy(&dsdt_addr, fadt + 140, 8);
+    uint8_t *dsdt = boot_gpa(&f->m, dsdt_addr, 36);
+    uint32_t dlen;
+    memcpy(&dlen, dsdt + 4, 4);
+    assert_int_equal(sum(dsdt, dlen), 0);
+    assert_memory_equal(dsdt + 36, "\x08_S5_", 5);
+    uint8_t *madt = boot_gpa(&f->m, madt_addr, 44);
+    uint32_t mlen;
+    memcpy(&mlen, madt + 4, 4);
+    assert_int_equal(sum(madt, mlen), 0);
+    unsigned lapics = 0;
+    for (uint8_t *e = madt + 44; e < madt + mlen; e += e[1])
+        lapics += e[0] == 0 && (e[4] & 1);
+    assert_int_equal(lapics, 3);
+    /* The PVH start_info learns where the RSDP is. */
+    boot_entry be = {BOOT_MODE_PVH, 0x100000, BOOT_PVH_INFO_ADDR};
+    boot_set_rsdp(&f->m, &be, rsdp_addr);
+    uint64_t got;
+    memcpy(&got, (uint8_t *)boot_gpa(&f->m, BOOT_PVH_INFO_ADDR, 64) + 32, 8);
+    assert_int_equal(got, rsdp_addr);
 }
 
 /* ---- UART ---- */
@@ -378,7 +441,7 @@ static void wr(serial *s, unsigned off, uint8_t v)
 
 static void test_serial_output(void **state)
 {
-    serial *s = serial_new(&fake_ops, NULL, -1);
+    serial *s = serial_new(&fake_ops, NULL, -1, 0);
     notifies = 0;
     for (const char *p = "hello"; *p; p++)
         wr(s, 0, (uint8_t)*p);
@@ -404,12 +467,12 @@ static void test_serial_output(void **state)
 
 static void test_serial_input_irq(void **state)
 {
-    serial *s = serial_new(&fake_ops, NULL, -1);
+    serial *s = serial_new(&fake_ops, NULL, -1, 0);
     irq_level = -1;
     assert_int_equal(serial_push_input(s, "ab", 2), 2);
     assert_int_equal(irq_level, -1); /* IER off: no interrupt */
     assert_int_equal(rd(s, 5) & 1, 1);
-    wr(s, 1, 0x01);                  /* receive interrupt on */
+    wr(s, 1, 0x01); /* receive interrupt on */
     assert_int_equal(irq_level, 1);
     assert_int_equal(rd(s, 2) & 0x0f, 0x04);
     assert_int_equal(rd(s, 0), 'a');
@@ -435,7 +498,7 @@ static void test_serial_input_irq(void **state)
 
 static void test_serial_probe(void **state)
 {
-    serial *s = serial_new(&fake_ops, NULL, -1);
+    serial *s = serial_new(&fake_ops, NULL, -1, 0);
     /* Scratch register and IER read back; the loopback probe Linux runs. */
     wr(s, 7, 0xa5);
     assert_int_equal(rd(s, 7), 0xa5);
@@ -472,6 +535,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_boot_rejects, mem_setup, mem_teardown),
         cmocka_unit_test_setup_teardown(test_boot_bzimage, mem_setup, mem_teardown),
         cmocka_unit_test_setup_teardown(test_mptable, mem_setup, mem_teardown),
+        cmocka_unit_test_setup_teardown(test_acpi, mem_setup, mem_teardown),
         cmocka_unit_test(test_serial_output),
         cmocka_unit_test(test_serial_input_irq),
         cmocka_unit_test(test_serial_probe),

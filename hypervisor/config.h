@@ -1,0 +1,44 @@
+/* nuvem-vmm's VM configuration: parsed once from the JSON file given on the command line. */
+#pragma once
+
+#include "cleanup.h"
+#include "err.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VMM_MAX_VCPUS      64
+#define VMM_MIN_MEMORY_MIB 2
+#define VMM_MAX_MEMORY_MIB (1024 * 1024)
+#define VMM_MAX_CMDLINE    4096
+
+enum vmm_on_reboot { VMM_ON_REBOOT_RESTART = 0, VMM_ON_REBOOT_EXIT };
+enum vmm_on_crash { VMM_ON_CRASH_EXIT = 0, VMM_ON_CRASH_PAUSE, VMM_ON_CRASH_RESTART };
+
+typedef struct vmm_config {
+    char *name;          /* free-form label for logs and the greeting */
+    char *uuid;          /* optional */
+    uint64_t memory_mib; /* guest RAM */
+    unsigned vcpus;
+    char *kernel;              /* ELF with a PVH note, or a bzImage */
+    char *initrd;              /* optional */
+    char *cmdline;             /* never NULL after parsing ("" by default) */
+    char *serial_log;          /* optional: all guest serial output is appended here */
+    uint64_t serial_log_limit; /* at most this many bytes go to serial_log (0: no limit) */
+    char *console_socket;      /* optional: Unix socket streaming the serial console */
+    char *control_socket;      /* required: the control socket */
+    enum vmm_on_reboot on_reboot;
+    enum vmm_on_crash on_crash;
+    bool start_paused; /* create everything, wait for `resume` */
+    bool mem_merge;    /* MADV_MERGEABLE on guest RAM (KSM) */
+    bool hugepages;    /* MADV_HUGEPAGE on guest RAM */
+    bool acpi;         /* ACPI tables (RSDP, FADT, MADT, DSDT) besides the MP table */
+    bool sandbox;      /* seccomp allowlist and no capabilities once set up (default on) */
+} vmm_config;
+
+void vmm_config_free(vmm_config *c);
+DEFINE_FREEP(vmm_config)
+
+/* Parses a configuration from JSON text. On failure returns NULL and sets *ret_err to
+ * INVALID_VALUE [field, why] / FIELD_TYPE_ERROR [field] / JSON parse errors. */
+vmm_config *vmm_config_parse(const char *json, size_t len, xerr **ret_err);
