@@ -1,0 +1,334 @@
+/* xe custom commands and their table: THE place where later issues add vm-*, vdi-*,
+ * sr-*, network-*, vif-*, vbd-* and console entries. */
+#define _GNU_SOURCE
+#include "xe.h"
+
+#include "mem.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STRV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* ---- Custom commands ---- */
+
+static int cmd_task_cancel(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    AUTOFREE char *ref = NULL;
+    const xe_view *v = xe_view_lookup("task");
+    if (xe_get_by_uuid(ctx, v, xe_params_get(&ctx->cl->params, "uuid"), &ref, NULL))
+        return 1;
+    return xe_call(ctx, "task.cancel", xe_args1(ref), NULL);
+}
+
+static int cmd_user_password_change(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    const char *old = xe_params_get(&ctx->cl->params, "old");
+    const char *new_pw = xe_params_get(&ctx->cl->params, "new");
+    return xe_call(ctx, "session.change_password", xe_args2(old ? old : "", xv_new_string(new_pw)),
+                   NULL);
+}
+
+/* XCP's read_map_params: "<name>:key=value" (or the old "<name>-key=value") params. */
+static xv *read_map_params(const xe_params *ps, const char *name)
+{
+    xv *m = xv_new_struct();
+    size_t len = strlen(name);
+    for (size_t i = 0; i < ps->n; i++)
+        if (strncmp(ps->v[i].key, name, len) == 0 && strlen(ps->v[i].key) > len + 1)
+            xv_struct_set(m, ps->v[i].key + len + 1, xv_new_string(ps->v[i].val));
+    return m;
+}
+
+static int cmd_message_create(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    const xe_params *ps = &ctx->cl->params;
+    const char *prio = xe_params_get(ps, "priority");
+    char *end = NULL;
+    long long p = strtoll(prio, &end, 10);
+    if (!*prio || *end)
+        return xe_fail(ctx, "Priority field should be an integer");
+    static const struct {
+        const char *param, *cls;
+    } objs[] = {{"vm-uuid", "VM"}, {"pool-uuid", "Pool"}, {"sr-uuid", "SR"}, {"host-uuid", "Host"}};
+    const char *uuid = NULL, *cls = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(objs) && !uuid; i++)
+        if ((uuid = xe_params_get(ps, objs[i].param)))
+            cls = objs[i].cls;
+    if (!uuid)
+        return xe_fail(ctx, "Need one of: vm-uuid, host-uuid, sr-uuid or pool-uuid");
+    xv *a = xe_args1(xe_params_get(ps, "name"));
+    xv_array_append(a, xv_new_int(p));
+    xv_array_append(a, xv_new_string(cls));
+    xv_array_append(a, xv_new_string(uuid));
+    xv_array_append(a, xv_new_string(xe_params_get(ps, "body")));
+    return xe_call(ctx, "message.create", a, NULL);
+}
+
+static int cmd_secret_create(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    const xe_params *ps = &ctx->cl->params;
+    xv *rec = xv_new_struct();
+    xv_struct_set(rec, "value", xv_new_string(xe_params_get(ps, "value")));
+    xv_struct_set(rec, "other_config", read_map_params(ps, "other-config"));
+    xv *a = xv_new_array();
+    xv_array_append(a, rec);
+    AUTO(xv) *ref = NULL;
+    if (xe_call(ctx, "secret.create", a, &ref))
+        return 1;
+    AUTO(xv) *uuid = NULL;
+    if (!xv_str(ref) || xe_call(ctx, "secret.get_uuid", xe_args1(xv_str(ref)), &uuid))
+        return 1;
+    xe_print_one(ctx, xv_str(uuid) ? xv_str(uuid) : "");
+    return 0;
+}
+
+/* Waits until some object of the class matches every field=value (or field=/=value)
+ * filter; the initial event.from snapshot covers objects that already match. */
+static int cmd_event_wait(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    const xe_params *ps = &ctx->cl->params;
+    const char *cls_cli = xe_params_get(ps, "class");
+    const xe_view *v = xe_view_lookup(cls_cli);
+    if (!v)
+        return xe_fail(ctx, "Cli listening for class '%s' not currently implemented", cls_cli);
+    XE_COLS_AUTO xe_cols cols;
+    xe_view_columns(v, &cols);
+    AUTOFREE char *token = xstrdup("");
+    const char *tmo = xe_params_get(ps, "timeout");
+    double deadline = tmo ? now_monotonic() + strtod(tmo, NULL) : INFINITY;
+    for (;;) {
+        AUTO(xv) *a = xv_new_array();
+        AUTO(xv) *classes = xv_new_array();
+        xv_array_append(classes, xv_new_string(v->cls));
+        xv_array_append(a, TAKE_PTR(classes));
+        xv_array_append(a, xv_new_string(token));
+        double left = deadline - now_monotonic();
+        xv_array_append(a, xv_new_float(left < 30. ? (left > 0 ? left : 0) : 30.));
+        AUTO(xv) *r = NULL;
+        if (xe_call(ctx, "event.from", TAKE_PTR(a), &r))
+            return 1;
+        const char *t = xv_struct_get_str(r, "token");
+        if (t) {
+            free(token);
+            token = xstrdup(t);
+        }
+        const xv *evs = xv_struct_get(r, "events");
+        for (size_t i = 0; evs && evs->kind == XV_ARRAY && i < evs->u.arr.n; i++) {
+            const xv *ev = evs->u.arr.items[i];
+            const char *op = xv_struct_get_str(ev, "operation");
+            const xv *snap = xv_struct_get(ev, "snapshot");
+            if (!snap || snap->kind != XV_STRUCT || (op && strcmp(op, "del") == 0))
+                continue;
+            bool all = true;
+            for (size_t k = 0; k < ps->n && all; k++) {
+                const char *key = ps->v[k].key, *want = ps->v[k].val;
+                if (strcmp(key, "class") == 0 || strcmp(key, "timeout") == 0 ||
+                    xe_strv_has(xe_std_params, key))
+                    continue;
+                const xe_col *c = xe_col_lookup(&cols, key);
+                if (!c)
+                    return xe_fail(ctx, "key missing: %s", key);
+                AUTOFREE char *s = xe_col_value(ctx, c, snap);
+                if (strncmp(want, "/=", 2) == 0)
+                    all = strcmp(s, want + 2) != 0;
+                else
+                    all = strcmp(s, want) == 0;
+            }
+            if (all)
+                return 0;
+        }
+        if (now_monotonic() >= deadline)
+            return xe_fail(ctx, "Timed out waiting for the event");
+    }
+}
+
+/* ---- help ---- */
+
+static char *join(const char *const *v, const char *sep)
+{
+    sbuf b = SBUF_INIT;
+    sbuf_puts(&b, "");
+    for (size_t i = 0; v && v[i]; i++)
+        sbuf_printf(&b, "%s%s", i ? sep : "", v[i]);
+    return sbuf_steal(&b, NULL);
+}
+
+static void print_help_record(xe_ctx *ctx, const xe_cmd *c)
+{
+    xe_row r = {0};
+    xe_row_add(&r, xstrdup("command name        "), xstrdup(c->name));
+    xe_row_add(&r, xstrdup("reqd params     "), join(c->reqd, ", "));
+    char *opt = join(c->optn, ", ");
+    if (c->sel) {
+        char *o2 = xasprintf("%s%s%s", opt, *opt ? ", " : "", c->sel->help_param);
+        free(opt);
+        opt = o2;
+    }
+    xe_row_add(&r, xstrdup("optional params "), opt);
+    xe_row_add(&r, xstrdup("description     "),
+               xasprintf("%s%s", c->help, c->sel ? c->sel->help_info : ""));
+    xe_print_table(ctx, &r, 1);
+    xe_row_clear(&r);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* XCP's make_list: names joined with ", " on lines of at most ~78 columns. */
+static void print_name_lines(xe_ctx *ctx, const char **names, size_t n)
+{
+    if (n == 0)
+        return;
+    sbuf cur = SBUF_INIT;
+    sbuf_printf(&cur, "    %s", names[0]);
+    for (size_t i = 1; i < n; i++) {
+        if (cur.len + strlen(names[i]) > 74) {
+            xe_print_one(ctx, cur.data);
+            sbuf_release(&cur);
+            sbuf_printf(&cur, "    %s", names[i]);
+        } else {
+            sbuf_printf(&cur, ", %s", names[i]);
+        }
+    }
+    xe_print_one(ctx, cur.data);
+    sbuf_release(&cur);
+}
+
+void xe_print_usage(FILE *f, const char *argv0)
+{
+    fprintf(f,
+            "Usage: %s <cmd> [-s server] [-p port] ([-u username] [-pw password] or "
+            "[-pwf <password file>]) [--traceparent traceparent] <other arguments>\n",
+            argv0);
+    fprintf(f,
+            "\nA full list of commands can be obtained by running \n\t%s help -s <server> -p "
+            "<port>\n",
+            argv0);
+}
+
+static int cmd_help(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    (void)cmd;
+    const xe_params *ps = &ctx->cl->params;
+    static const char *const skip[] = {"server",  "username", "password", "port",
+                                       "minimal", "all",      NULL};
+    bool any = false;
+    for (size_t i = 0; i < ps->n; i++) {
+        if (xe_strv_has(skip, ps->v[i].key) || xe_strv_has(xe_std_params, ps->v[i].key))
+            continue;
+        any = true;
+        const xe_cmd *c = xe_command_lookup(ps->v[i].key);
+        if (c) {
+            print_help_record(ctx, c);
+        } else {
+            AUTOFREE char *m = xasprintf("Unknown command '%s'", ps->v[i].key);
+            xe_print_one(ctx, m);
+        }
+    }
+    if (any)
+        return 0;
+    const char *argv0 = "xe";
+    size_t n = xe_command_count();
+    const char **names = xcalloc(n + 1, sizeof(char *));
+    size_t nn = 0;
+    const char *all = xe_params_get(ps, "all");
+    bool full = all && strcmp(all, "true") == 0;
+    for (size_t i = 0; i < n; i++)
+        if (full || (xe_command_at(i)->flags & XE_CMD_STANDARD))
+            names[nn++] = xe_command_at(i)->name;
+    qsort(names, nn, sizeof(char *), cmp_name);
+    if (ctx->minimal) {
+        xe_print_list(ctx, names, nn);
+        free(names);
+        return 0;
+    }
+    AUTOFREE char *usage =
+        xasprintf("Usage:\n"
+                  "  %s <command>\n"
+                  "    [ -s <server> ]            XenServer host\n"
+                  "    [ -p <port> ]              XenServer port number\n"
+                  "    [ -u <username> -pw <password> | -pwf <password file> ]\n"
+                  "                               User authentication (password or file)\n"
+                  "    [ --nossl ]                Disable SSL/TLS\n"
+                  "    [ --debug ]                Enable debug output\n"
+                  "    [ --debug-on-fail ]        Enable debug output only on failure\n"
+                  "    [ --traceparent <value> ]  Distributed tracing context\n"
+                  "    [ <other arguments> ... ]  Command-specific options\n"
+                  "\n"
+                  "To get help on a specific command:\n"
+                  "  %s help <command>\n"
+                  "\n",
+                  argv0, argv0);
+    if (full) {
+        AUTOFREE char *h = xasprintf("%sFull command list\n-----------------\n", usage);
+        xe_print_one(ctx, h);
+        const char **host = xcalloc(nn + 1, sizeof(char *)), **vm = xcalloc(nn + 1, sizeof(char *)),
+                   **other = xcalloc(nn + 1, sizeof(char *));
+        size_t nh = 0, nv = 0, no = 0;
+        for (size_t i = 0; i < nn; i++) {
+            if (strncmp(names[i], "host-", 5) == 0)
+                host[nh++] = names[i];
+            else if (strncmp(names[i], "vm-", 3) == 0)
+                vm[nv++] = names[i];
+            else
+                other[no++] = names[i];
+        }
+        const char *blank[] = {""};
+        print_name_lines(ctx, host, nh);
+        print_name_lines(ctx, blank, 1);
+        print_name_lines(ctx, vm, nv);
+        print_name_lines(ctx, blank, 1);
+        print_name_lines(ctx, other, no);
+        free(host);
+        free(vm);
+        free(other);
+    } else {
+        AUTOFREE char *h = xasprintf("%sTo get a full listing of commands:\n  %s help --all\n\n"
+                                     "Common command list\n-------------------\n",
+                                     usage, argv0);
+        xe_print_one(ctx, h);
+        print_name_lines(ctx, names, nn);
+    }
+    free(names);
+    return 0;
+}
+
+/* The custom commands: THE place to add vm-*, vdi-*, sr-*, network-*, vif-*, vbd-* and
+ * console entries (name, reqd/optn params, XCP's help text, body; .sel for commands taking
+ * vm=/host=/sr= selectors). A custom entry named like a generic one replaces it. */
+const xe_cmd xe_custom_cmds[] = {
+    {.name = "help",
+     .help = "Display help for a command, or a list of commands.",
+     .fn = cmd_help,
+     .flags = XE_CMD_NOSESSION},
+    {.name = "event-wait",
+     .reqd = STRV("class"),
+     .optn = STRV("timeout"),
+     .help = "Wait for the event that satisfies the conditions given on the command line.",
+     .fn = cmd_event_wait},
+    {.name = "message-create",
+     .reqd = STRV("name", "priority", "body"),
+     .optn = STRV("vm-uuid", "host-uuid", "sr-uuid", "pool-uuid"),
+     .help = "Create a message associated with a particular API object. Note exactly one of the "
+             "optional parameters must be supplied.",
+     .fn = cmd_message_create},
+    {.name = "secret-create",
+     .reqd = STRV("value"),
+     .help = "Create a secret",
+     .fn = cmd_secret_create},
+    {.name = "task-cancel",
+     .reqd = STRV("uuid"),
+     .help = "Set a task to cancelling and return.",
+     .fn = cmd_task_cancel},
+    {.name = "user-password-change",
+     .reqd = STRV("new"),
+     .optn = STRV("old"),
+     .help = "Change a user's login password.",
+     .fn = cmd_user_password_change},
+};
+const size_t xe_ncustom_cmds = ARRAY_SIZE(xe_custom_cmds);
