@@ -27,6 +27,8 @@ const config_key config_keys[] = {
      "PEM certificate (default <state-dir>/xapi-ssl.pem, generated)"},
     {"tls-key", CFG_STR, S(tls_key), 0, 0, NULL,
      "PEM private key (default <state-dir>/xapi-ssl.key, generated)"},
+    {"unix-socket", CFG_STR, S(unix_socket), 0, 0, NULL,
+     "pre-authenticated local socket (default <state-dir>/xapi.sock; none: off)"},
     {"db", CFG_STR, S(db_path), 0, 0, NULL, "database file (default <state-dir>/xapi.db)"},
     {"max-body", CFG_INT, S(max_body), 1024, 1 << 30, "1048576",
      "largest accepted request body, bytes"},

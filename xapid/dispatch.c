@@ -82,7 +82,7 @@ xerr *xapid_invoke(api_ctx *ctx, const api_message *m, const xv *const *args, xv
     return NULL;
 }
 
-xv *xapid_dispatch(xapid *x, const char *method, const xv *params, xerr **ret_err)
+xv *xapid_dispatch(xapid *x, const char *method, const xv *params, bool local, xerr **ret_err)
 {
     size_t np = xv_array_len(params);
     if (strcmp(method, "system.listMethods") == 0) {
@@ -110,7 +110,7 @@ xv *xapid_dispatch(xapid *x, const char *method, const xv *params, xerr **ret_er
         *ret_err = xerr_new("Fault", msg);
         return NULL;
     }
-    api_ctx ctx = {.x = x, .role = (int)api_nroles - 1, .superuser = true};
+    api_ctx ctx = {.x = x, .role = (int)api_nroles - 1, .superuser = true, .local = local};
     size_t first = 0;
     if (m->session) {
         if (np == 0) {

@@ -8,6 +8,11 @@
 #include "sbuf.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -100,6 +105,8 @@ struct http_server {
     struct MHD_Daemon *d;
     xapid *x;
     bool tls;
+    bool local; /* the Unix socket listener */
+    char *unix_path;
 };
 
 struct req {
@@ -134,8 +141,8 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, co
     return reply(c, status, "text/html", body, strlen(body), true);
 }
 
-char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t *ret_len,
-               const char **ret_ctype, int *ret_status)
+char *http_rpc(xapid *x, const char *path, const char *body, size_t len, bool local,
+               size_t *ret_len, const char **ret_ctype, int *ret_status)
 {
     bool json = strcmp(path, "/jsonrpc") == 0;
     rpc_request req = {0};
@@ -145,7 +152,7 @@ char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t 
         return NULL;
     }
     xerr *err = NULL;
-    xv *result = xapid_dispatch(x, req.method, req.params, &err);
+    xv *result = xapid_dispatch(x, req.method, req.params, local, &err);
     char *out;
     if (json) {
         *ret_ctype = "application/json";
@@ -212,8 +219,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     size_t len = 0;
     const char *ctype = NULL;
     int status = 500;
-    char *out =
-        http_rpc(x, url, rq->body.data ? rq->body.data : "", rq->body.len, &len, &ctype, &status);
+    char *out = http_rpc(x, url, rq->body.data ? rq->body.data : "", rq->body.len, h->local, &len,
+                         &ctype, &status);
     if (!out)
         return reply_error(conn, 500, "Malformed request");
     return reply(conn, (unsigned)status, ctype, out, len, false);
@@ -287,11 +294,60 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
     return h;
 }
 
+struct http_server *http_start_unix(xapid *x, const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_err("unix socket path too long: %s", path);
+        return NULL;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    unlink(path);
+    mode_t old = umask(0177);
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0 || listen(fd, 128) < 0) {
+        log_err("cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct http_server *h = xcalloc(1, sizeof(*h));
+    reaper_get();
+    h->x = x;
+    h->local = true;
+    h->unix_path = xstrdup(path);
+    h->d =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                             MHD_USE_ERROR_LOG | MHD_USE_POLL,
+                         0, NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, fd,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_NOTIFY_COMPLETED,
+                         completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+    if (!h->d) {
+        log_err("cannot serve on %s", path);
+        close(fd);
+        reaper_put();
+        free(h->unix_path);
+        free(h);
+        return NULL;
+    }
+    printf("xapid listening on unix:%s\n", path);
+    fflush(stdout);
+    return h;
+}
+
 void http_stop(struct http_server *h)
 {
     if (!h)
         return;
     MHD_stop_daemon(h->d);
+    if (h->unix_path) {
+        unlink(h->unix_path);
+        free(h->unix_path);
+    }
     reaper_put();
     free(h);
 }

@@ -185,9 +185,15 @@ static int run(xapid *xp, int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* threads started below inherit the mask */
 
-    struct http_server *h = http_start(&x, x.cfg.listen, false, NULL, NULL), *hs = NULL;
+    struct http_server *h = http_start(&x, x.cfg.listen, false, NULL, NULL), *hs = NULL, *hu = NULL;
     if (!h)
         return 1;
+    if (!x.cfg.unix_socket)
+        x.cfg.unix_socket = xasprintf("%s/xapi.sock", x.cfg.state_dir);
+    if (strcmp(x.cfg.unix_socket, "none") != 0 && !(hu = http_start_unix(&x, x.cfg.unix_socket))) {
+        http_stop(h);
+        return 1;
+    }
     if (x.cfg.tls_listen) {
         if (!x.cfg.tls_cert)
             x.cfg.tls_cert = xasprintf("%s/xapi-ssl.pem", x.cfg.state_dir);
@@ -201,6 +207,7 @@ static int run(xapid *xp, int argc, char **argv)
             read_file(x.cfg.tls_key, &key, NULL) == 0)
             hs = http_start(&x, x.cfg.tls_listen, true, cert, key);
         if (!hs) {
+            http_stop(hu);
             http_stop(h);
             return 1;
         }
@@ -218,6 +225,7 @@ static int run(xapid *xp, int argc, char **argv)
     }
     atomic_store(&x.stopping, true);
     store_wake_all(x.st);
+    http_stop(hu);
     http_stop(hs);
     http_stop(h);
     log_info("stopped");

@@ -26,6 +26,8 @@ xerr *xapid_network_vif_detach(xapid *x, const char *vif, int64_t domid);
 xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
 
 #define CLS(id) (&api_classes[API_CLASS_##id])
+/* DHCP discovers per attempt, one second apart: the call is bounded by a few seconds. */
+#define DHCP_TRIES 4
 
 /* ---- store helpers ------------------------------------------------------------------------ */
 
@@ -704,6 +706,11 @@ static xerr *pif_apply(net_ctx *nl, const xv *pif, const xv *net)
                               rec_str(pif, "gateway"));
         if (r < 0)
             return net_xerr(r, "IP", rec_str(pif, "IP"));
+    } else if (!strcmp(rec_str(pif, "ip_configuration_mode"), "DHCP")) {
+        struct net_dhcp_lease lease;
+        r = net_ip_dhcp(nl, bridge, DHCP_TRIES, &lease);
+        if (r < 0) /* the link is up; the address can follow with PIF.reconfigure_ip */
+            log_warn("PIF.plug: %s: no DHCP lease: %s", bridge, strerror(-r));
     }
     return NULL;
 }
@@ -890,6 +897,8 @@ xerr *api_PIF_reconfigure_ip(api_ctx *ctx, const char *p_self, const char *p_mod
     if (e)
         return e;
     struct ipconf_ud p = {p_self, p_mode, "", "", "", p_DNS};
+    bool dhcp = false;
+    struct net_dhcp_lease lease;
     if (!strcmp(p_mode, "Static")) {
         if (!ipv4_ok(p_IP))
             return xerr_new("INVALID_VALUE", "IP", p_IP);
@@ -899,7 +908,7 @@ xerr *api_PIF_reconfigure_ip(api_ctx *ctx, const char *p_self, const char *p_mod
             return xerr_new("INVALID_VALUE", "gateway", p_gateway);
         p.ip = p_IP, p.netmask = p_netmask, p.gateway = p_gateway;
     } else if (!strcmp(p_mode, "DHCP")) {
-        return xerr_new("VALUE_NOT_SUPPORTED", "mode", p_mode, "no DHCP client on this host");
+        dhcp = true;
     } else if (strcmp(p_mode, "None") != 0) {
         return xerr_new("INVALID_VALUE", "mode", p_mode);
     }
@@ -908,8 +917,21 @@ xerr *api_PIF_reconfigure_ip(api_ctx *ctx, const char *p_self, const char *p_mod
         if ((e = ctx_open(&nl)))
             return e;
         const char *bridge = rec_str(net, "bridge");
-        int r = *p.ip ? net_ip_set_static(nl, bridge, p.ip, p.netmask, p.gateway)
+        int r;
+        if (dhcp) {
+            r = net_ip_dhcp(nl, bridge, DHCP_TRIES, &lease);
+            if (r == -ENOEXEC)
+                return xerr_new("VALUE_NOT_SUPPORTED", "mode", p_mode,
+                                "no DHCP client (busybox udhcpc) on this host");
+            if (r == -ETIMEDOUT)
+                return xerr_internal("PIF.reconfigure_ip: no DHCP lease on %s", bridge);
+            p.ip = lease.ip, p.netmask = lease.netmask, p.gateway = lease.gateway;
+            if (!*p_DNS)
+                p.dns = lease.dns;
+        } else {
+            r = *p.ip ? net_ip_set_static(nl, bridge, p.ip, p.netmask, p.gateway)
                       : net_ip_flush(nl, bridge);
+        }
         if (r < 0)
             return net_xerr(r, "IP", bridge);
     }

@@ -18,8 +18,9 @@ typedef struct xapid_config {
     char *root_password_file;
     char *tls_cert; /* PEM paths; generated under state_dir when NULL */
     char *tls_key;
-    char *db_path;    /* default <state_dir>/xapi.db */
-    int64_t max_body; /* bytes per request body */
+    char *unix_socket; /* pre-authenticated local socket; default <state_dir>/xapi.sock */
+    char *db_path;     /* default <state_dir>/xapi.db */
+    int64_t max_body;  /* bytes per request body */
     int64_t max_connections;
     int64_t session_idle_timeout; /* seconds */
     int64_t max_sessions;
@@ -55,10 +56,13 @@ typedef struct api_ctx {
     char *task;          /* set while running as an Async task */
     atomic_bool *cancel; /* set by task.cancel for a running task */
     const api_message *msg;
+    bool local; /* came over the local Unix socket */
 } api_ctx;
 
 /* dispatch.c: runs one decoded call; returns the result or sets *ret_err. */
-xv *xapid_dispatch(xapid *x, const char *method, const xv *params, xerr **ret_err);
+/* local: the call came over the Unix socket, whose logins are pre-authenticated as root
+ * (as XAPI's /var/lib/xcp/xapi). */
+xv *xapid_dispatch(xapid *x, const char *method, const xv *params, bool local, xerr **ret_err);
 /* Runs an already-checked message with the given context (used by tasks). */
 xerr *xapid_invoke(api_ctx *ctx, const api_message *m, const xv *const *args, xv **ret);
 
@@ -75,6 +79,8 @@ xerr *sessions_check(xapid *x, const char *ref, api_ctx *ctx);
 xerr *sessions_login(xapid *x, const char *user, const char *password, const char *originator,
                      char **ret_ref);
 xerr *sessions_logout(xapid *x, const char *ref);
+/* A root session without a password check (the local Unix socket). */
+xerr *sessions_login_local(xapid *x, const char *originator, char **ret_ref);
 /* Drops sessions idle beyond the timeout. */
 void sessions_expire(xapid *x);
 size_t sessions_count(xapid *x);
@@ -104,10 +110,12 @@ int bootstrap(xapid *x);
 struct http_server;
 struct http_server *http_start(xapid *x, const char *listen, bool tls, const char *cert_pem,
                                const char *key_pem);
+/* The pre-authenticated local listener on a Unix socket at path (mode 0600). */
+struct http_server *http_start_unix(xapid *x, const char *path);
 void http_stop(struct http_server *h);
 /* Handles one RPC body: decides protocol from the path, returns the response body. */
-char *http_rpc(xapid *x, const char *path, const char *body, size_t len, size_t *ret_len,
-               const char **ret_ctype, int *ret_status);
+char *http_rpc(xapid *x, const char *path, const char *body, size_t len, bool local,
+               size_t *ret_len, const char **ret_ctype, int *ret_status);
 
 /* tls.c */
 int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hostname);

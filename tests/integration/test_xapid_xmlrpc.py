@@ -208,6 +208,33 @@ class XmlRpcTest(unittest.TestCase):
         ok(s.network.destroy(sess, net))
         ok(s.VM.destroy(sess, vm))
 
+    def test_local_unix_socket_is_preauthenticated(self):
+        import socket
+        import stat
+
+        class UnixConn(http.client.HTTPConnection):
+            def __init__(self, path):
+                super().__init__('localhost', timeout=10)
+                self.path = path
+
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(self.path)
+
+        path = os.path.join(self.d.state, 'xapi.sock')
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        c = UnixConn(path)
+        body = xmlrpc.client.dumps(('root', 'not-the-password'), 'session.login_with_password')
+        c.request('POST', '/', body=body, headers={'Content-Type': 'text/xml'})
+        r = xmlrpc.client.loads(c.getresponse().read())[0][0]
+        sess = ok(r)
+        rec = ok(self.s.session.get_record(sess, sess))
+        self.assertTrue(rec['is_local_superuser'])
+        c.close()
+        # over TCP the same password is refused
+        r = self.s.session.login_with_password('root', 'not-the-password')
+        self.assertEqual(r['ErrorDescription'][0], 'SESSION_AUTHENTICATION_FAILED')
+
     def test_list_methods(self):
         methods = ok(self.s.system.listMethods())
         self.assertIn('VM.get_record', methods)

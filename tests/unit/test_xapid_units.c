@@ -134,7 +134,7 @@ static xv *call(const char *method, xerr **err, int n, ...)
         xv_array_append(params, va_arg(ap, xv *));
     va_end(ap);
     *err = NULL;
-    return xapid_dispatch(&X, method, params, err);
+    return xapid_dispatch(&X, method, params, false, err);
 }
 
 static void test_dispatch(void **state)
