@@ -102,7 +102,7 @@ static int cmd_event_wait(xe_ctx *ctx, const xe_cmd *cmd)
     for (;;) {
         AUTO(xv) *a = xv_new_array();
         AUTO(xv) *classes = xv_new_array();
-        xv_array_append(classes, xv_new_string(v->cls));
+        xv_array_append(classes, xv_new_string(api_classes[v->cls].name));
         xv_array_append(a, TAKE_PTR(classes));
         xv_array_append(a, xv_new_string(token));
         double left = deadline - now_monotonic();

@@ -144,7 +144,7 @@ void xe_format_value_sep(sbuf *b, const api_type *t, const xv *v, const char *se
 void xe_format_api_error(sbuf *b, const xerr *e)
 {
     sbuf_puts(b, "");
-    const xe_error_doc *d = xe_error_doc_lookup(e->code);
+    const api_cli_error *d = xe_error_doc_lookup(e->code);
     if (!d) {
         sbuf_printf(b, "Error code: %s\n", e->code);
         sbuf_puts(b, "Error parameters: ");

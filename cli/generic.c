@@ -1,5 +1,5 @@
-/* xe generic per-class commands (<class>-list, -param-*, -destroy) built from the views,
- * and the command table: custom commands first, then these. */
+/* xe generic per-class commands (<class>-list, -param-*, -destroy) built from the generated
+ * views, and the command table: custom commands first, then these. */
 #define _GNU_SOURCE
 #include "xe.h"
 
@@ -29,15 +29,15 @@ char *xe_col_value(xe_ctx *ctx, const xe_col *c, const xv *rec)
     const xv *v = xv_struct_get(rec, c->f->name);
     sbuf b = SBUF_INIT;
     sbuf_puts(&b, "");
-    if ((c->flags & XE_COL_VALUES) && v && v->kind == XV_STRUCT) {
+    if ((c->flags & API_CLI_VALUES) && v && v->kind == XV_STRUCT) {
         for (size_t i = 0; i < v->u.st.n; i++) {
             if (i)
                 sbuf_puts(&b, "; ");
             xe_format_value(&b, c->f->type->elem, v->u.st.vals[i], xe_resolve_ref, ctx);
         }
     } else {
-        bool comma = (c->flags & XE_COL_COMMA) || strcmp(c->name, "tags") == 0;
-        xe_format_value_sep(&b, c->f->type, v, comma ? ", " : "; ", xe_resolve_ref, ctx);
+        const char *sep = (c->flags & API_CLI_COMMA) ? ", " : "; ";
+        xe_format_value_sep(&b, c->f->type, v, sep, xe_resolve_ref, ctx);
     }
     return sbuf_steal(&b, NULL);
 }
@@ -45,7 +45,7 @@ char *xe_col_value(xe_ctx *ctx, const xe_col *c, const xv *rec)
 static char *col_key(const xe_col *c)
 {
     return xasprintf("%s (%s)%s", c->name, c->tag,
-                     (c->flags & XE_COL_DEPRECATED) ? " [DEPRECATED]" : "");
+                     (c->flags & API_CLI_DEPRECATED) ? " [DEPRECATED]" : "");
 }
 
 const xe_col *xe_col_lookup(const xe_cols *cols, const char *name)
@@ -110,7 +110,7 @@ static enum ftype field_type(xe_ctx *ctx, const xe_cols *cols, const char *k, co
 
 static const char *api_cls_name(const xe_view *v)
 {
-    return v->cls;
+    return api_classes[v->cls].name;
 }
 
 int xe_get_all_records(xe_ctx *ctx, const xe_view *v, xv **ret)
@@ -199,7 +199,7 @@ static void build_row(xe_ctx *ctx, const xe_cols *cols, const xv *rec, const cha
 {
     for (size_t i = 0; i < cols->n; i++) {
         const xe_col *c = &cols->c[i];
-        if (c->flags & XE_COL_HIDDEN)
+        if (c->flags & API_CLI_HIDDEN)
             continue;
         if (only && !xe_strv_has(only, c->name))
             continue;
@@ -218,8 +218,8 @@ static int cmd_list(xe_ctx *ctx, const xe_cmd *cmd)
     const xe_params *ps = &ctx->cl->params;
     /* Filters: the view's implicit ones, then everything but params= and std params. */
     xe_params filters = {0};
-    for (size_t i = 0; i < v->ndef_filters; i++)
-        xe_params_add(&filters, v->def_filters[i].key, v->def_filters[i].val);
+    for (size_t i = 0; i < v->nfilters; i++)
+        xe_params_add(&filters, v->filters[i].key, v->filters[i].val);
     for (size_t i = 0; i < ps->n; i++) {
         const char *k = ps->v[i].key;
         if (strcmp(k, "params") == 0 || xe_strv_has(xe_std_params, k) ||
@@ -636,7 +636,7 @@ static void add_generic(const xe_view *v)
     strv_append(&list_opt, &nlist, "database:");
     for (size_t i = 0; i < cols.n; i++) {
         const xe_col *c = &cols.c[i];
-        if (c->flags & XE_COL_HIDDEN)
+        if (c->flags & API_CLI_HIDDEN)
             continue;
         strv_append(&list_opt, &nlist, c->name);
         bool w = col_writable(c);
@@ -650,12 +650,12 @@ static void add_generic(const xe_view *v)
     }
     for (size_t i = 0; i < cols.n; i++) {
         const xe_col *c = &cols.c[i];
-        if (!(c->flags & XE_COL_HIDDEN) && is_map(c) && col_writable(c))
+        if (!(c->flags & API_CLI_HIDDEN) && is_map(c) && col_writable(c))
             strv_append(&settable, &nset, xasprintf("%s:", c->name));
     }
     for (size_t i = 0; i < cols.n; i++) {
         const xe_col *c = &cols.c[i];
-        if (!(c->flags & (XE_COL_HIDDEN | XE_COL_PLAIN)) && is_set(c))
+        if (!(c->flags & (API_CLI_HIDDEN | API_CLI_PLAIN)) && is_set(c))
             strv_append(&list_opt, &nlist, xasprintf("%s:contains", c->name));
     }
     AUTOFREE char *destroy_wire = xasprintf("%s.destroy", cols.cls->name);
@@ -680,7 +680,7 @@ static void add_generic(const xe_view *v)
         {"list", NULL, list_opt,
          xasprintf("Lists all the %s, filtering on the optional arguments. To filter on map "
                    "parameters, use the syntax 'map-param:key=value'",
-                   v->plural_help),
+                   v->plural),
          cmd_list, true, v->standard ? XE_CMD_STANDARD : 0},
         {"param-list", r_uuid, o_db,
          xstrdup("Lists all the parameters of the object specified by the uuid."), cmd_param_list,
@@ -731,8 +731,8 @@ static void build_table(void)
         return;
     for (size_t i = 0; i < xe_ncustom_cmds; i++)
         add_cmd(&xe_custom_cmds[i]);
-    for (size_t i = 0; i < xe_nviews; i++)
-        add_generic(&xe_views[i]);
+    for (size_t i = 0; i < api_cli_nviews; i++)
+        add_generic(&api_cli_views[i]);
 }
 
 const xe_cmd *xe_command_lookup(const char *name)

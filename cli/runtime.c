@@ -162,7 +162,7 @@ static char *convert_ref_param(xe_ctx *ctx, const char *param_name, const char *
 int xe_fail_api(xe_ctx *ctx, const xerr *e)
 {
     AUTO(xerr) *conv = xerr_copy(e);
-    const xe_error_doc *d = xe_error_doc_lookup(e->code);
+    const api_cli_error *d = xe_error_doc_lookup(e->code);
     size_t ndoc = 0;
     while (d && d->params && d->params[ndoc])
         ndoc++;

@@ -1,5 +1,6 @@
 /* xe selectors: XCP's vm=/host=/sr= pseudo-fields plus field filters that pick the objects
- * an operation runs on, and --multiple with XCP's per-object failure report. */
+ * an operation runs on, and --multiple with XCP's per-object failure report. The selectors
+ * themselves (api_cli_sel_*) are generated from api-schema/cli/<class>.json. */
 #define _GNU_SOURCE
 #include "xe.h"
 
@@ -8,70 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define STRV(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static const xe_kv vm_implicit[] = {{"is-control-domain", "false"}, {"is-a-template", "false"}};
-
-const xe_selector xe_sel_vm = {
-    "vm",
-    "vm",
-    STRV("uuid", "name-label"),
-    vm_implicit,
-    ARRAY_SIZE(vm_implicit),
-    "<vm-selectors>",
-    " VMs can be specified by filtering the full list of VMs on the values of zero or more "
-    "fields. For example, specifying 'uuid=<some_uuid>' will select only the VM with that uuid, "
-    "and 'power-state=halted' will select only VMs whose 'power-state' field is equal to "
-    "'halted'. The special pseudo-field 'vm' matches either of name-label or uuid. Where "
-    "multiple VMs are matching, the option '--multiple' must be specified to perform the "
-    "operation. The full list of fields that can be matched can be obtained by the command 'xe "
-    "vm-list params=all'. If no parameters to select VMs are given, the operation will be "
-    "performed on all VMs.",
-    "No matching VMs found",
-    "Multiple matches VMs found. --multiple required to complete the operation",
-    "Multiple matches VMs found. Operation can only be performed on one VM at a time",
-};
-
-const xe_selector xe_sel_host = {
-    "host",
-    "host",
-    STRV("uuid", "hostname", "name-label"),
-    NULL,
-    0,
-    "<host-selectors>",
-    " Hosts can be specified by filtering the full list of hosts on the values of zero or more "
-    "fields. For example, specifying 'uuid=<some_uuid>' will select only the host with that "
-    "uuid, and 'enabled=true' will select only hosts whose 'enabled' field is equal to 'true'. "
-    "The special pseudo-field 'host' matches any of hostname, name-label or uuid. Where "
-    "multiple hosts are matching, and the operation can be performed on multiple hosts, the "
-    "option '--multiple' must be specified to perform the operation. The full list of fields "
-    "that can be matched can be obtained by the command 'xe host-list params=all'. If no "
-    "parameters to select hosts are given, the operation will be performed on all hosts.",
-    "No matching hosts found",
-    "Multiple matching hosts found. --multiple required to complete the operation",
-    "Multiple matching hosts found. Operation can only be performed on one host at a time",
-};
-
-const xe_selector xe_sel_sr = {
-    "sr",
-    "sr",
-    STRV("uuid", "name-label"),
-    NULL,
-    0,
-    "<sr-selectors>",
-    " SRs can be specified by filtering the full list of SRs on the values of zero or more "
-    "fields. For example, specifying 'uuid=<some_uuid>' will select only the sr with that "
-    "uuid, and 'enabled=true' will select only srs whose 'enabled' field is equal to 'true'. "
-    "The special pseudo-field 'sr' matches either of name-label or uuid. Where multiple SRs are "
-    "matching, and the operation can be performed on multiple SRs, the option '--multiple' "
-    "must be specified to perform the operation. The full list of fields that can be matched "
-    "can be obtained by the command 'xe sr-list params=all'. If no parameters to select SRs "
-    "are given, the operation will be performed on all SRs.",
-    "No matching hosts found", /* sic: XCP's text */
-    "Multiple matching SRs found. --multiple required to complete the operation",
-    "Multiple matching SRs found. Operation can only be performed on one SR at a time",
-};
 
 static bool key_matches(xe_ctx *ctx, const xe_selector *s, const xe_cols *cols, const xv *rec,
                         const char *want)

@@ -103,48 +103,19 @@ void xe_format_value_sep(sbuf *b, const api_type *t, const xv *v, const char *se
  * does not know. SESSION_AUTHENTICATION_FAILED is special-cased by the caller. */
 void xe_format_api_error(sbuf *b, const xerr *e);
 
-/* ---- Class views: what each <class>-* command shows ---- */
+/* ---- Class views: what each <class>-* command shows ----
+ * XCP's record layouts (column names, order, flags, access tags, default -list columns,
+ * implicit filters) are declared in api-schema/cli/<class>.json and generated into
+ * api_cli.c: api_cli_views[], one entry per view (vm, template and snapshot of VM ...). */
 
-enum {
-    XE_COL_HIDDEN = 1,      /* not shown by -list/-param-list */
-    XE_COL_PLAIN = 2,       /* a set/map shown and tagged like a scalar (XCP's task error_info) */
-    XE_COL_VALUES = 4,      /* a map shown as the set of its values (current-operations) */
-    XE_COL_RO = 8,          /* never settable from the CLI */
-    XE_COL_DEPRECATED = 16, /* " [DEPRECATED]" after the tag */
-    XE_COL_COMMA = 32,      /* set members joined with ", " (XCP's compatibility quirk; tags
-                               columns always are) */
-};
-
-typedef struct xe_col_def {
-    const char *name;  /* CLI name */
-    const char *field; /* wire field of the class, or "ref_field>field" to show a field of
-                          the object a reference points to (VM metrics, guest metrics) */
-    unsigned flags;
-} xe_col_def;
-
-typedef struct xe_view {
-    const char *cli;                  /* "task", "vm", "template" */
-    const char *cls;                  /* API class */
-    const char *plural_help;          /* "tasks" */
-    const char *const *list_defaults; /* NULL-terminated: columns <cli>-list shows */
-    const xe_kv *def_filters;         /* implicit filters (vm: is-a-template=false) */
-    size_t ndef_filters;
-    const xe_col_def *cols; /* NULL: every field of the generated api_cli table */
-    size_t ncols;
-    bool standard;        /* listed in plain "xe help" */
-    const xe_kv *renames; /* generic columns: {XCP's name, generated name} */
-    size_t nrenames;
-} xe_view;
-
-extern const xe_view xe_views[];
-extern const size_t xe_nviews;
+typedef api_cli_view xe_view;
 
 /* A view's columns resolved against the API tables. */
 typedef struct xe_col {
     const char *name;
     const api_field *f; /* the field shown (of via_cls when via is set) */
     int fidx;
-    unsigned flags;
+    unsigned flags;       /* API_CLI_* */
     char tag[4];          /* " RO", " RW", "SRO", "SRW", "MRO", "MRW" */
     const api_field *via; /* the reference followed first, or NULL */
     const api_class *via_cls;
@@ -164,13 +135,9 @@ const xe_view *xe_view_lookup(const char *cli);
 /* Finds the generated message of kind k on class cls for field fidx (-1: any). */
 const api_message *xe_find_message(int cls, api_msg_kind k, int fidx);
 
-/* The doc sentence and param names XCP prints for an error code, or NULL. */
-typedef struct xe_error_doc {
-    const char *code;
-    const char *doc;
-    const char *const *params; /* NULL-terminated */
-} xe_error_doc;
-const xe_error_doc *xe_error_doc_lookup(const char *code);
+/* The doc sentence and param names XCP prints for an error code (generated from
+ * api-schema/errors.json), or NULL. */
+const api_cli_error *xe_error_doc_lookup(const char *code);
 
 /* ---- Connection ---- */
 
@@ -203,18 +170,12 @@ enum {
 };
 
 /* XCP's selectors: vm=<name or uuid> (host=, sr=) plus field filters choose the objects an
- * operation runs on (select.c). */
-typedef struct xe_selector {
-    const char *view;              /* whose columns filters name: "vm" */
-    const char *key;               /* the pseudo-field: "vm" */
-    const char *const *key_fields; /* columns the pseudo-field matches: uuid, name-label */
-    const xe_kv *implicit;         /* filters XCP adds (is-a-template=false ...) */
-    size_t nimplicit;
-    const char *help_param; /* "<vm-selectors>" in help's optional params */
-    const char *help_info;  /* appended to the command's description */
-    const char *none_msg, *many_msg, *one_msg;
-} xe_selector;
-extern const xe_selector xe_sel_vm, xe_sel_host, xe_sel_sr;
+ * operation runs on (select.c). Declared with their views in api-schema/cli/<class>.json
+ * ("selector") and generated into api_cli.c; the names command entries use: */
+typedef api_cli_selector xe_selector;
+#define xe_sel_vm   api_cli_sel_vm
+#define xe_sel_host api_cli_sel_host
+#define xe_sel_sr   api_cli_sel_sr
 
 struct xe_cmd {
     const char *name;

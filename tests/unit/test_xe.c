@@ -355,6 +355,13 @@ static void test_error_texts(void **state)
     assert_non_null(strstr(d, "\nvm: vm1\nexpected: <unknown>\nactual: <unknown>\n"));
     AUTOFREE char *e = err_text(xerr_new("TASK_CANCELLED", "t", "extra"));
     assert_string_equal(e, "The request was asynchronously canceled.\ntask: t\n<extra>: extra\n");
+    /* errors.json: XCP's param names where they differ from the API's (cli_params) */
+    AUTOFREE char *f = err_text(xerr_new("HOST_IS_SLAVE", "10.0.0.1"));
+    assert_non_null(strstr(f, "\nMaster IP address: 10.0.0.1\n"));
+    /* cli_only: XCP errors xe prints that are not in the server's catalogue */
+    assert_null(api_error_lookup("VM_IS_TEMPLATE"));
+    AUTOFREE char *g = err_text(xerr_new("VM_IS_TEMPLATE", "v"));
+    assert_string_equal(g, "The operation attempted is not valid for a template VM\nvm: v\n");
 }
 
 static const xe_col *find_col(const xe_cols *cols, const char *name)
@@ -367,6 +374,8 @@ static const xe_col *find_col(const xe_cols *cols, const char *name)
 
 static void test_views(void **state)
 {
+    /* Tags come from the setters the API has; "ro" where XCP offers none although the API
+     * does (host license-server, SR sm-config). */
     static const struct {
         const char *view, *col, *tag;
     } want[] = {
@@ -379,6 +388,8 @@ static void test_views(void **state)
         {"vm", "os-version", "MRO"},   {"vm", "power-state", " RO"},
         {"vbd", "vm-uuid", " RO"},     {"host", "hostname", " RO"},
         {"secret", "uuid", " RO"},     {"vbd", "current-operations", "SRO"},
+        {"host", "name-label", " RW"}, {"host", "license-server", "MRO"},
+        {"sr", "sm-config", "MRO"},    {"vm-metrics", "VCPUs-CPU", "MRO"},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const xe_view *v = xe_view_lookup(want[i].view);
@@ -393,15 +404,32 @@ static void test_views(void **state)
         free(cols.c);
     }
     /* uuid comes first in every view: --minimal prints the first column */
-    for (size_t i = 0; i < xe_nviews; i++) {
+    for (size_t i = 0; i < api_cli_nviews; i++) {
         xe_cols cols;
-        xe_view_columns(&xe_views[i], &cols);
+        xe_view_columns(&api_cli_views[i], &cols);
         assert_non_null(cols.cls);
         assert_true(cols.n > 0);
         assert_string_equal(cols.c[0].name, "uuid");
         free(cols.c);
     }
     assert_null(xe_view_lookup("session"));
+    /* several views of one class; implicit filters and default columns */
+    const xe_view *t = xe_view_lookup("template");
+    assert_int_equal(t->cls, API_CLASS_VM);
+    assert_int_equal(t->nfilters, 2);
+    assert_string_equal(t->filters[1].key, "is-a-snapshot");
+    assert_string_equal(t->list_defaults[0], "name-label");
+    assert_string_equal(xe_view_lookup("vm-metrics")->plural, "vm-metricss");
+    /* ref>field columns: a field of the object the reference points to */
+    xe_cols cols;
+    xe_view_columns(xe_view_lookup("vm"), &cols);
+    const xe_col *c = find_col(&cols, "memory-actual");
+    assert_non_null(c->via);
+    assert_string_equal(c->via->name, "metrics");
+    assert_string_equal(c->via_cls->name, "VM_metrics");
+    assert_string_equal(c->f->name, "memory_actual");
+    assert_true(find_col(&cols, "tags")->flags & API_CLI_COMMA);
+    free(cols.c);
 }
 
 static xv *vm_rec(const char *uuid, const char *name, bool tmpl, bool dom0, const char *ps)
