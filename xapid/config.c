@@ -47,6 +47,8 @@ const config_key config_keys[] = {
      "queued tasks before Async calls are refused"},
     {"event-timeout-max", CFG_INT, S(event_timeout_max), 1, 86400, "300",
      "longest wait of one event.from/event.next call, seconds"},
+    {"manage-pifs", CFG_INT, S(manage_pifs), 0, 1, "0",
+     "1: re-plug attached PIFs into their bridges at start-up (moves host NICs into bridges)"},
     {"log-level", CFG_STR, S(log_level), 0, 0, "info", "debug, info, warn or error"},
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);

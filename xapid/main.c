@@ -176,6 +176,11 @@ static int run(xapid *xp, int argc, char **argv)
     if (setup_root(&x, fresh) < 0)
         return 1;
     tasks_fail_stale(&x);
+    xerr *ne = xapid_network_reconcile(&x, x.cfg.manage_pifs != 0);
+    if (ne) {
+        log_warn("network reconcile: %s %s", ne->code, ne->nparams ? ne->params[0] : "");
+        xerr_free(ne);
+    }
     if (tasks_init(&x) < 0)
         return 1;
 

@@ -30,6 +30,7 @@ typedef struct xapid_config {
     int64_t max_pending_tasks;
     int64_t event_timeout_max; /* seconds a call may block in event.from/next */
     char *log_level;
+    int64_t manage_pifs; /* 1: start-up re-plugs attached PIFs into their bridges */
 } xapid_config;
 
 struct sessions;
@@ -123,3 +124,12 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
 /* util */
 /* Runs fn in a store write transaction. */
 #define XWRITE(x, fn, ud) store_write((x)->st, (fn), (ud))
+
+/* network.c: the network hooks of the VM lifecycle and start-up. vif_attach plugs the VIF's tap
+ * vif<domid>.<device> on its network's bridge (made on demand for internal networks) with MTU,
+ * QoS and locking; *ret_fd (optional) gets an fd for the VMM. vif_detach removes it.
+ * reconcile re-plugs attached VIFs of running VMs (taps are kept, not duplicated), marks the
+ * others detached, removes stale taps, and re-plugs attached PIFs when manage_pifs. */
+xerr *xapid_network_vif_attach(xapid *x, const char *vif, int64_t domid, int *ret_fd);
+xerr *xapid_network_vif_detach(xapid *x, const char *vif, int64_t domid);
+xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);

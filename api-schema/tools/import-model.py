@@ -35,6 +35,12 @@ CUSTOM = {
     'message': ['create', 'destroy', 'get', 'get_since'],
     'role': ['get_permissions', 'get_permissions_name_label', 'get_by_permission',
              'get_by_permission_name_label'],
+    'network': ['create', 'destroy', 'set_default_locking_mode'],
+    'PIF': ['scan', 'plug', 'unplug', 'reconfigure_ip', 'destroy'],
+    'VIF': ['create', 'destroy', 'plug', 'unplug', 'unplug_force', 'set_locking_mode',
+            'set_ipv4_allowed', 'add_ipv4_allowed', 'remove_ipv4_allowed',
+            'set_ipv6_allowed', 'add_ipv6_allowed', 'remove_ipv6_allowed'],
+    'host': ['management_reconfigure'],
 }
 
 # Classes that are not stored in the pool DB, or not as ordinary rows.
