@@ -86,15 +86,25 @@ xe_conn *xe_conn_new(const xe_opts *o)
     /* As XCP: TLS unless --nossl, never on 127.0.0.1 -- except that asking for a
      * certificate check (our addition) forces TLS there too. */
     bool explicit_tls = o->insecure || o->cafile || o->fingerprint;
-    bool tls = !o->nossl && (!is_localhost(o->server) || explicit_tls);
+    /* -s unix:PATH (or an absolute path): xapid's local socket, pre-authenticated like
+     * XAPI's /var/lib/xcp/xapi; plain HTTP over it */
+    const char *unix_path = strncmp(o->server, "unix:", 5) == 0 ? o->server + 5
+                            : o->server[0] == '/'               ? o->server
+                                                                : NULL;
+    bool tls = !unix_path && !o->nossl && (!is_localhost(o->server) || explicit_tls);
     int port = o->port >= 0 ? o->port : (o->nossl ? 80 : 443);
     bool v6 = strchr(o->server, ':') != NULL && o->server[0] != '[';
-    c->url = xasprintf("%s://%s%s%s:%d/%s", tls ? "https" : "http", v6 ? "[" : "", o->server,
-                       v6 ? "]" : "", port, c->json ? "jsonrpc" : "");
+    if (unix_path)
+        c->url = xasprintf("http://localhost/%s", c->json ? "jsonrpc" : "");
+    else
+        c->url = xasprintf("%s://%s%s%s:%d/%s", tls ? "https" : "http", v6 ? "[" : "", o->server,
+                           v6 ? "]" : "", port, c->json ? "jsonrpc" : "");
     c->curl = curl_easy_init();
     if (!c->curl)
         abort();
     curl_easy_setopt(c->curl, CURLOPT_URL, c->url);
+    if (unix_path)
+        curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, unix_path);
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c->curl, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -249,6 +249,17 @@ def run(d, home):
     r.golden('task-list empty', ['task-list'])
     r.golden('task-list empty minimal', ['task-list', '--minimal'])
 
+    # the local socket needs no password, like XCP's on-host xe
+    sock = os.path.join(d.state, 'xapi.sock')
+    p = subprocess.run([XE, '-s', 'unix:' + sock, '-pw', 'wrong', 'pool-list', '--minimal'],
+                       capture_output=True, text=True, timeout=30, env=r.env())
+    pool_uuid = harness.ok(proxy.pool.get_uuid(sess, harness.ok(proxy.pool.get_all(sess))[0]))
+    r.check(p.returncode == 0 and p.stdout.strip() == pool_uuid,
+            f'xe over the unix socket: rc={p.returncode} {p.stdout!r} {p.stderr!r}')
+    p = subprocess.run([XE, '-s', '127.0.0.1', '-p', str(d.port), '-pw', 'wrong', 'pool-list'],
+                       capture_output=True, text=True, timeout=30, env=r.env())
+    r.check(p.returncode != 0, 'a wrong password over TCP must fail')
+
     # bash completion generated from the same table
     comp = subprocess.run([XE, '--bash-completion'], capture_output=True, text=True, timeout=30)
     script = comp.stdout + '''
