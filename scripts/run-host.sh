@@ -12,4 +12,5 @@ tls_listen=${NUVEM_TLS_LISTEN:-127.0.0.1:8443}
 echo "Nuvem host: state in $state"
 echo "  XenAPI: http://$listen/ (XML-RPC), http://$listen/jsonrpc (JSON-RPC), https://$tls_listen/"
 echo "  user root; the password is printed below on first start (also in $state/root-password)"
+echo "  xe on this host: build/release/cli/xe -s unix:$state/xapi.sock host-list"
 exec build/release/xapid/xapid --state-dir "$state" --listen "$listen" --tls-listen "$tls_listen"
