@@ -1,5 +1,5 @@
 /* Confines nuvem-vmm once its set-up is done: no new privileges, no capabilities, and a
- * seccomp allowlist of the system calls the VMM makes at run time (raw BPF, no libseccomp). */
+ * seccomp allowlist of the system calls the VMM makes at run time (built with libseccomp). */
 #pragma once
 
 #include <stdbool.h>

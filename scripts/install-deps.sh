@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake ninja-build pkg-config clang clang-format python3
   libmicrohttpd-dev libcurl4-openssl-dev libxml2-dev libjson-c-dev libsqlite3-dev sqlite3
-  libssl-dev uuid-dev libnl-3-dev libnl-route-3-dev libcmocka-dev
+  libssl-dev uuid-dev libnl-3-dev libnl-route-3-dev libcmocka-dev libseccomp-dev
   curl qemu-utils iproute2 nftables busybox-static
 )
 missing=()
