@@ -162,6 +162,16 @@ int64_t store_wait(store *s, int64_t since, double timeout)
     return g;
 }
 
+void store_trim_tombstones(store *s)
+{
+    db_lock(s->db);
+    AUTO(xv) *keep = xv_new_int(TOMBSTONES_KEPT);
+    const xv *a[] = {keep};
+    db_exec(s->db, "DELETE FROM _deleted WHERE rowid <= (SELECT MAX(rowid) FROM _deleted) - ?", a,
+            1);
+    db_unlock(s->db);
+}
+
 void store_wake_all(store *s)
 {
     pthread_mutex_lock(&s->gen_lock);

@@ -37,6 +37,8 @@ int64_t store_gen(store *s);
 /* Waits until the generation exceeds since or timeout seconds pass; returns the current
  * generation. Thread-safe; call without holding a transaction. */
 int64_t store_wait(store *s, int64_t since, double timeout);
+/* Forgets the oldest deletions beyond the number kept for event clients. */
+void store_trim_tombstones(store *s);
 /* Wakes every store_wait() (shutdown). */
 void store_wake_all(store *s);
 

@@ -49,6 +49,8 @@ const config_key config_keys[] = {
      "longest wait of one event.from/event.next call, seconds"},
     {"manage-pifs", CFG_INT, S(manage_pifs), 0, 1, "0",
      "1: re-plug attached PIFs into their bridges at start-up (moves host NICs into bridges)"},
+    {"task-retention", CFG_INT, S(task_retention), 1, 30 * 86400, "3900",
+     "seconds a finished task is kept before it is destroyed"},
     {"log-level", CFG_STR, S(log_level), 0, 0, "info", "debug, info, warn or error"},
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);

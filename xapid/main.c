@@ -227,6 +227,8 @@ static int run(xapid *xp, int argc, char **argv)
             break;
         }
         sessions_expire(&x);
+        tasks_gc(&x);
+        store_trim_tombstones(x.st);
     }
     atomic_store(&x.stopping, true);
     store_wake_all(x.st);

@@ -360,6 +360,40 @@ void tasks_fail_stale(xapid *x)
     }
 }
 
+struct gc_ud {
+    int64_t cutoff;
+    int64_t n;
+};
+
+static xerr *gc_txn(store_txn *t, void *ud)
+{
+    struct gc_ud *g = ud;
+    char cutoff[20];
+    xv_format_datetime(g->cutoff, cutoff);
+    AUTO(xv) *c = xv_new_string(cutoff);
+    const xv *a[] = {c};
+    AUTO(xv) *refs = NULL;
+    /* finished times are stored in the sortable wire form */
+    xerr *e =
+        st_get_all(t, task_class(),
+                   "\"status\" NOT IN ('pending', 'cancelling') AND \"finished\" < ?", a, 1, &refs);
+    for (size_t i = 0; !e && i < xv_array_len(refs); i++)
+        e = st_destroy(t, task_class(), xv_str(xv_array_get(refs, i)));
+    g->n = (int64_t)xv_array_len(refs);
+    return e;
+}
+
+void tasks_gc(xapid *x)
+{
+    struct gc_ud g = {now_epoch() - x->cfg.task_retention, 0};
+    xerr *e = store_write(x->st, gc_txn, &g);
+    if (e) {
+        log_warn("task GC: %s", e->code);
+        xerr_free(e);
+    } else if (g.n)
+        log_info("destroyed %lld finished task(s)", (long long)g.n);
+}
+
 /* ---- task.* messages ---- */
 
 xerr *api_task_create(api_ctx *ctx, const char *p_label, const char *p_description, xv **ret)

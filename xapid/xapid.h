@@ -29,6 +29,7 @@ typedef struct xapid_config {
     int64_t task_workers;
     int64_t max_pending_tasks;
     int64_t event_timeout_max; /* seconds a call may block in event.from/next */
+    int64_t task_retention;    /* seconds a finished task is kept */
     char *log_level;
     int64_t manage_pifs; /* 1: start-up re-plugs attached PIFs into their bridges */
 } xapid_config;
@@ -103,6 +104,8 @@ xerr *tasks_submit(api_ctx *ctx, const api_message *m, xv **args, size_t nargs, 
 xerr *tasks_cancel(xapid *x, const char *task);
 /* Marks pending tasks left by a previous run as failed. */
 void tasks_fail_stale(xapid *x);
+/* Destroys tasks that finished more than cfg.task_retention seconds ago. */
+void tasks_gc(xapid *x);
 
 /* bootstrap.c: first-start objects (pool, host, metrics, CPUs, PIF, roles). */
 int bootstrap(xapid *x);

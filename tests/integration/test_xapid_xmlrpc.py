@@ -331,6 +331,22 @@ class LoadTest(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_finished_tasks_are_collected(self):
+        d = Daemon(extra=['--task-retention', '1']).start()
+        try:
+            s = d.proxy()
+            sess = d.login()
+            done = ok(s.task.create(sess, 'done', ''))
+            ok(s.task.cancel(sess, done))
+            pending = ok(s.task.create(sess, 'pending', ''))
+            deadline = time.time() + 20
+            while time.time() < deadline and s.task.get_status(sess, done)['Status'] == 'Success':
+                time.sleep(0.5)
+            self.assertEqual(s.task.get_status(sess, done)['ErrorDescription'][0], 'HANDLE_INVALID')
+            self.assertEqual(ok(s.task.get_status(sess, pending)), 'pending')
+        finally:
+            d.cleanup()
+
     def test_idle_sessions_expire(self):
         d = Daemon(extra=['--session-idle-timeout', '1']).start()
         try:
