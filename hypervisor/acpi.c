@@ -59,25 +59,106 @@ static void gas_io8(uint8_t *p, uint16_t port)
     put64(p + 4, port);
 }
 
+/* AML PkgLength for a package whose contents (after the PkgLength) are n bytes. */
+static size_t aml_pkglen(uint8_t *p, size_t n)
+{
+    if (n + 1 < 64) {
+        p[0] = (uint8_t)(n + 1);
+        return 1;
+    }
+    size_t total = n + 2; /* two-byte encoding: up to 4095 */
+    p[0] = (uint8_t)(0x40 | (total & 0xf));
+    p[1] = (uint8_t)(total >> 4);
+    return 2;
+}
+
+/* Device (VDnn) { Name (_HID, "LNRO0005"); Name (_UID, n); Name (_CRS, ResourceTemplate () {
+ * Memory32Fixed (ReadWrite, base, size); Interrupt (ResourceConsumer, Level, ActiveHigh,
+ * Exclusive) {gsi} }) }. Returns its length (at most 64 bytes). */
+static size_t aml_virtio_mmio(uint8_t *out, unsigned n, const acpi_mmio_dev *d)
+{
+    uint8_t body[64];
+    size_t b = 0;
+    body[b++] = 'V';
+    body[b++] = 'D';
+    body[b++] = (uint8_t)('0' + n / 10 % 10);
+    body[b++] = (uint8_t)('0' + n % 10);
+    static const uint8_t hid[] = {0x08, '_', 'H', 'I', 'D', 0x0d, 'L', 'N',
+                                  'R',  'O', '0', '0', '0', '5',  0x00};
+    memcpy(body + b, hid, sizeof(hid));
+    b += sizeof(hid);
+    static const uint8_t uid[] = {0x08, '_', 'U', 'I', 'D', 0x0a};
+    memcpy(body + b, uid, sizeof(uid));
+    b += sizeof(uid);
+    body[b++] = (uint8_t)n;
+    static const uint8_t crs[] = {0x08, '_', 'C', 'R', 'S', 0x11, 0x1a, 0x0a, 0x17};
+    memcpy(body + b, crs, sizeof(crs));
+    b += sizeof(crs);
+    body[b++] = 0x86; /* Memory32Fixed */
+    put16(body + b, 9);
+    body[b + 2] = 1; /* read-write */
+    put32(body + b + 3, (uint32_t)d->base);
+    put32(body + b + 7, d->size);
+    b += 11;
+    body[b++] = 0x89; /* Extended Interrupt */
+    put16(body + b, 6);
+    body[b + 2] = 0x01; /* consumer, level, active high, exclusive */
+    body[b + 3] = 1;
+    put32(body + b + 4, d->gsi);
+    b += 8;
+    body[b++] = 0x79; /* end tag */
+    body[b++] = 0;
+    out[0] = 0x5b; /* DeviceOp */
+    out[1] = 0x82;
+    size_t pl = aml_pkglen(out + 2, b);
+    memcpy(out + 2 + pl, body, b);
+    return 2 + pl + b;
+}
+
 xerr *acpi_write_tables(const boot_mem *m, unsigned ncpus, uint64_t *ret_rsdp)
+{
+    return acpi_write_tables_devs(m, ncpus, NULL, 0, ret_rsdp);
+}
+
+xerr *acpi_write_tables_devs(const boot_mem *m, unsigned ncpus, const acpi_mmio_dev *devs,
+                             unsigned ndevs, uint64_t *ret_rsdp)
 {
     uint8_t *base = boot_gpa(m, ACPI_RSDP_ADDR, ACPI_TABLES_SIZE);
     if (!base)
         return xerr_new("INVALID_VALUE", "memory_mib", "too small");
     size_t madt_len = HDR_LEN + 8 + ncpus * 8 + 12 + 6;
-    if (0x400 + madt_len > ACPI_TABLES_SIZE)
+    if (ndevs > ACPI_MAX_MMIO_DEVS)
+        return xerr_new("INVALID_VALUE", "devices", "too many for the ACPI tables");
+    /* The DSDT follows the MADT: \_S5 (14 bytes), then Scope (\_SB) with the devices. */
+    size_t dsdt_max = HDR_LEN + 14 + 8 + (size_t)ndevs * 64;
+    if (0x400 + madt_len + 16 + dsdt_max > ACPI_TABLES_SIZE)
         return xerr_new("INVALID_VALUE", "vcpus", "too many for the ACPI tables");
     memset(base, 0, ACPI_TABLES_SIZE);
     const uint64_t rsdp = ACPI_RSDP_ADDR, xsdt = rsdp + 0x40, fadt = rsdp + 0x100,
-                   dsdt = rsdp + 0x300, madt = rsdp + 0x400;
+                   madt = rsdp + 0x400, dsdt = (madt + madt_len + 15) & ~15ull;
     uint8_t *p;
 
-    /* DSDT: Name (_S5, Package () {5, 5, 0, 0}) */
+    /* DSDT: Name (_S5, Package () {5, 5, 0, 0}), Scope (\_SB) { virtio-mmio devices } */
     static const uint8_t aml[] = {0x08, '_',  'S',  '5',  '_',  0x12, 0x08,
                                   0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
     p = base + (dsdt - rsdp);
-    header(p, "DSDT", HDR_LEN + sizeof(aml), 2);
-    memcpy(p + HDR_LEN, aml, sizeof(aml));
+    size_t dl = HDR_LEN;
+    memcpy(p + dl, aml, sizeof(aml));
+    dl += sizeof(aml);
+    if (ndevs) {
+        uint8_t scope[ACPI_MAX_MMIO_DEVS * 64 + 8];
+        size_t sl = 0;
+        scope[sl++] = '\\';
+        memcpy(scope + sl, "_SB_", 4);
+        sl += 4;
+        for (unsigned i = 0; i < ndevs; i++)
+            sl += aml_virtio_mmio(scope + sl, i, &devs[i]);
+        p[dl++] = 0x10; /* ScopeOp */
+        dl += aml_pkglen(p + dl, sl);
+        memcpy(p + dl, scope, sl);
+        dl += sl;
+    }
+    header(p, "DSDT", (uint32_t)dl, 2);
     finish(p);
 
     /* FADT, revision 6, hardware-reduced. */

@@ -10,3 +10,16 @@
 
 /* Writes the tables for ncpus CPUs; returns the RSDP's guest-physical address in *ret. */
 xerr *acpi_write_tables(const boot_mem *m, unsigned ncpus, uint64_t *ret_rsdp);
+
+/* A virtio-mmio device for the DSDT: HID LNRO0005 (what Linux's virtio_mmio matches), a
+ * 32-bit fixed memory range and one level-triggered, active-high GSI. */
+typedef struct acpi_mmio_dev {
+    uint64_t base;
+    uint32_t size;
+    uint32_t gsi;
+} acpi_mmio_dev;
+#define ACPI_MAX_MMIO_DEVS 32
+
+/* The same, with virtio-mmio devices declared in \_SB (ndevs at most ACPI_MAX_MMIO_DEVS). */
+xerr *acpi_write_tables_devs(const boot_mem *m, unsigned ncpus, const acpi_mmio_dev *devs,
+                             unsigned ndevs, uint64_t *ret_rsdp);

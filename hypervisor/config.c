@@ -18,6 +18,10 @@ void vmm_config_free(vmm_config *c)
     free(c->serial_log);
     free(c->console_socket);
     free(c->control_socket);
+    for (unsigned i = 0; i < c->ndisks; i++)
+        free(c->disks[i].path);
+    for (unsigned i = 0; i < c->nnics; i++)
+        free(c->nics[i].tap);
     free(c);
 }
 
@@ -80,16 +84,112 @@ static xerr *get_enum(const xv *root, const char *key, const char *const *names,
     return xerr_new("INVALID_VALUE", key, v->u.str.s);
 }
 
-/* Device lists are reserved for virtio devices (a later issue): accepted only when empty. */
-static xerr *check_empty_list(const xv *root, const char *key)
+/* disks: [{"path": FILE, "readonly": BOOL}] (raw images for virtio-blk). Errors:
+ * INVALID_VALUE [disks, "disks[N].KEY: why"] or FIELD_TYPE_ERROR [disks[N].KEY]. */
+static xerr *get_disks(const xv *root, vmm_config *c)
 {
-    const xv *v = xv_struct_get(root, key);
+    const xv *v = xv_struct_get(root, "disks");
     if (!v || v->kind == XV_NIL)
         return NULL;
     if (v->kind != XV_ARRAY)
-        return xerr_new("FIELD_TYPE_ERROR", key);
-    if (xv_array_len(v))
-        return xerr_new("INVALID_VALUE", key, "devices of this kind are not supported yet");
+        return xerr_new("FIELD_TYPE_ERROR", "disks");
+    size_t n = xv_array_len(v);
+    if (n > VMM_MAX_DISKS)
+        return xerr_new("INVALID_VALUE", "disks", "too many (at most 8)");
+    for (size_t i = 0; i < n; i++) {
+        const xv *d = xv_array_get(v, i);
+        char field[64];
+        snprintf(field, sizeof(field), "disks[%zu]", i);
+        if (!d || d->kind != XV_STRUCT)
+            return xerr_new("FIELD_TYPE_ERROR", field);
+        for (size_t k = 0; k < d->u.st.n; k++) {
+            const char *key = d->u.st.keys[k];
+            if (strcmp(key, "path") != 0 && strcmp(key, "readonly") != 0) {
+                char why[160];
+                snprintf(why, sizeof(why), "%s.%.64s: unknown key", field, key);
+                return xerr_new("INVALID_VALUE", "disks", why);
+            }
+        }
+        vmm_disk *disk = &c->disks[c->ndisks++];
+        xerr *e;
+        if ((e = get_string(d, "path", true, &disk->path)) ||
+            (e = get_bool(d, "readonly", &disk->readonly))) {
+            char sub[160];
+            xerr *named;
+            if (e->nparams > 1) {
+                snprintf(sub, sizeof(sub), "%s.%s: %s", field, e->params[0], e->params[1]);
+                named = xerr_new(e->code, "disks", sub);
+            } else {
+                snprintf(sub, sizeof(sub), "%s.%s", field, e->nparams ? e->params[0] : "");
+                named = xerr_new(e->code, sub);
+            }
+            xerr_free(e);
+            return named;
+        }
+    }
+    return NULL;
+}
+
+/* "52:54:00:12:34:56": unicast, not all zero. */
+static bool parse_mac(const char *s, uint8_t mac[6])
+{
+    unsigned b[6], any = 0;
+    int used = 0;
+    if (strlen(s) != 17 ||
+        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &used) !=
+            6 ||
+        used != 17)
+        return false;
+    for (int i = 0; i < 6; i++) {
+        mac[i] = (uint8_t)b[i];
+        any |= b[i];
+    }
+    return any && !(mac[0] & 1);
+}
+
+/* nics: [{"tap": NAME, "mac": "52:54:00:xx:xx:xx"}] (virtio-net on existing taps; mac
+ * defaults to 52:54:00:4e:56:N+1). Errors as for disks. */
+static xerr *get_nics(const xv *root, vmm_config *c)
+{
+    const xv *v = xv_struct_get(root, "nics");
+    if (!v || v->kind == XV_NIL)
+        return NULL;
+    if (v->kind != XV_ARRAY)
+        return xerr_new("FIELD_TYPE_ERROR", "nics");
+    size_t n = xv_array_len(v);
+    if (n > VMM_MAX_NICS || c->ndisks + n > VMM_MAX_DISKS)
+        return xerr_new("INVALID_VALUE", "nics", "too many devices (disks + nics at most 8)");
+    for (size_t i = 0; i < n; i++) {
+        const xv *d = xv_array_get(v, i);
+        char field[64], why[160];
+        snprintf(field, sizeof(field), "nics[%zu]", i);
+        if (!d || d->kind != XV_STRUCT)
+            return xerr_new("FIELD_TYPE_ERROR", field);
+        for (size_t k = 0; k < d->u.st.n; k++) {
+            const char *key = d->u.st.keys[k];
+            if (strcmp(key, "tap") != 0 && strcmp(key, "mac") != 0) {
+                snprintf(why, sizeof(why), "%s.%.64s: unknown key", field, key);
+                return xerr_new("INVALID_VALUE", "nics", why);
+            }
+        }
+        vmm_nic *nic = &c->nics[c->nnics++];
+        const xv *tap = xv_struct_get(d, "tap"), *mac = xv_struct_get(d, "mac");
+        if (!tap || tap->kind == XV_NIL || (tap->kind == XV_STRING && !tap->u.str.len)) {
+            snprintf(why, sizeof(why), "%s.tap: missing", field);
+            return xerr_new("INVALID_VALUE", "nics", why);
+        }
+        if (tap->kind != XV_STRING || (mac && mac->kind != XV_STRING)) {
+            snprintf(why, sizeof(why), "%s.%s", field, tap->kind != XV_STRING ? "tap" : "mac");
+            return xerr_new("FIELD_TYPE_ERROR", why);
+        }
+        nic->tap = xstrdup(tap->u.str.s);
+        if (mac && !parse_mac(mac->u.str.s, nic->mac)) {
+            snprintf(why, sizeof(why), "%s.mac: not a unicast MAC address", field);
+            return xerr_new("INVALID_VALUE", "nics", why);
+        }
+        if (!mac)
+            memcpy(nic->mac, (uint8_t[6]){0x52, 0x54, 0x00, 0x4e, 0x56, (uint8_t)(i + 1)}, 6);
+    }
     return NULL;
 }
 
@@ -141,9 +241,8 @@ vmm_config *vmm_config_parse(const char *json, size_t len, xerr **ret_err)
         (e = get_uint(root, "vcpus", 1, VMM_MAX_VCPUS, &vcpus)) ||
         (e = get_string(root, "kernel", true, &c->kernel)) ||
         (e = get_string(root, "initrd", false, &c->initrd)) ||
-        (e = get_string(root, "cmdline", false, &c->cmdline)) ||
-        (e = check_empty_list(root, "disks")) || (e = check_empty_list(root, "nics")) ||
-        (e = get_string(root, "control", true, &c->control_socket)) ||
+        (e = get_string(root, "cmdline", false, &c->cmdline)) || (e = get_disks(root, c)) ||
+        (e = get_nics(root, c)) || (e = get_string(root, "control", true, &c->control_socket)) ||
         (e = get_enum(root, "on_reboot", reboot_names, &on_reboot)) ||
         (e = get_enum(root, "on_crash", crash_names, &on_crash)) ||
         (e = get_bool(root, "start_paused", &c->start_paused)) ||

@@ -11,6 +11,21 @@
 #define VMM_MIN_MEMORY_MIB 2
 #define VMM_MAX_MEMORY_MIB (1024 * 1024)
 #define VMM_MAX_CMDLINE    4096
+#define VMM_MAX_DISKS      8 /* virtio-mmio slots (GSIs 16-23), shared with future devices */
+
+#define VMM_MAX_NICS 8 /* disks + nics share the 8 slots */
+
+/* A virtio-net NIC on an existing tap. */
+typedef struct vmm_nic {
+    char *tap;
+    uint8_t mac[6];
+} vmm_nic;
+
+/* A virtio-blk disk: a raw image file. */
+typedef struct vmm_disk {
+    char *path;
+    bool readonly;
+} vmm_disk;
 
 enum vmm_on_reboot { VMM_ON_REBOOT_RESTART = 0, VMM_ON_REBOOT_EXIT };
 enum vmm_on_crash { VMM_ON_CRASH_EXIT = 0, VMM_ON_CRASH_PAUSE, VMM_ON_CRASH_RESTART };
@@ -34,6 +49,10 @@ typedef struct vmm_config {
     bool hugepages;    /* MADV_HUGEPAGE on guest RAM */
     bool acpi;         /* ACPI tables (RSDP, FADT, MADT, DSDT) besides the MP table */
     bool sandbox;      /* seccomp allowlist and no capabilities once set up (default on) */
+    vmm_disk disks[VMM_MAX_DISKS]; /* `disks`: [{path, readonly}] in order (vda, vdb, ...) */
+    unsigned ndisks;
+    vmm_nic nics[VMM_MAX_NICS]; /* `nics`: [{tap, mac}] in order, after the disks */
+    unsigned nnics;
 } vmm_config;
 
 void vmm_config_free(vmm_config *c);

@@ -68,6 +68,31 @@ static void serial_notify(void *opaque)
 
 const serial_ops vmm_serial_ops = {.set_irq = serial_set_irq, .notify = serial_notify};
 
+static void vdev_set_irq(void *opaque, unsigned gsi, int level)
+{
+    set_irq(opaque, gsi, level);
+}
+
+/* ---- MMIO devices: virtio-mmio slots ---- */
+
+static bool mmio_dispatch(vmm *v, uint64_t addr, bool wr, uint8_t *data, unsigned len)
+{
+    if (addr < VIRTIO_MMIO_BASE ||
+        addr >= VIRTIO_MMIO_BASE + VIRTIO_MAX_DEVICES * VIRTIO_MMIO_STRIDE)
+        return false;
+    unsigned slot = (unsigned)((addr - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_STRIDE);
+    uint64_t off = (addr - VIRTIO_MMIO_BASE) % VIRTIO_MMIO_STRIDE;
+    if (off + len > VIRTIO_MMIO_SIZE)
+        return false;
+    if (slot >= v->nvdevs) { /* an empty slot: magic 0, no device (probing guests stop here) */
+        if (!wr)
+            memset(data, 0, len);
+        return true;
+    }
+    virtio_mmio_access(v->vdevs[slot], off, wr, data, len);
+    return true;
+}
+
 /* ---- port I/O devices ---- */
 
 typedef struct pio_device {
@@ -211,6 +236,10 @@ static void handle_exit(vcpu *c)
     }
     case KVM_EXIT_MMIO:
         atomic_fetch_add(&c->exits_mmio, 1);
+        if (run->mmio.len <= sizeof(run->mmio.data) &&
+            mmio_dispatch(v, run->mmio.phys_addr, run->mmio.is_write, run->mmio.data,
+                          run->mmio.len))
+            break;
         atomic_fetch_add(&v->mmio_unhandled, 1);
         if (!run->mmio.is_write)
             memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
@@ -564,9 +593,16 @@ xerr *machine_create(vmm *v)
         return e;
     if ((e = boot_write_mptable(&v->mem, v->nvcpus)))
         return e;
+    acpi_mmio_dev adevs[VIRTIO_MAX_DEVICES];
+    for (unsigned i = 0; i < v->nvdevs; i++) {
+        adevs[i] = (acpi_mmio_dev){.base = VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE,
+                                   .size = VIRTIO_MMIO_SIZE,
+                                   .gsi = VIRTIO_GSI_BASE + i};
+        virtio_dev_attach(v->vdevs[i], &v->mem, adevs[i].gsi, vdev_set_irq, v);
+    }
     if (v->cfg->acpi) {
         uint64_t rsdp;
-        if ((e = acpi_write_tables(&v->mem, v->nvcpus, &rsdp)))
+        if ((e = acpi_write_tables_devs(&v->mem, v->nvcpus, adevs, v->nvdevs, &rsdp)))
             return e;
         boot_set_rsdp(&v->mem, &be, rsdp);
     }
@@ -667,6 +703,8 @@ void machine_destroy(vmm *v)
         free(v->vcpus);
         v->vcpus = NULL;
     }
+    for (unsigned i = 0; i < v->nvdevs; i++)
+        virtio_dev_detach(v->vdevs[i]); /* device threads stop using guest RAM */
     if (v->ram) {
         munmap(v->ram, v->mem.size);
         v->ram = NULL;

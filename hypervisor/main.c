@@ -9,6 +9,8 @@
 #include "sandbox.h"
 #include "sbuf.h"
 #include "util.h"
+#include "virtio_blk.h"
+#include "virtio_net.h"
 #include "vmm.h"
 
 #include <errno.h>
@@ -281,6 +283,34 @@ static xerr *cmd_stats(server *s, client *c, const xv *args, xv **ret)
     xv_struct_set(ser, "bytes_out", xv_new_int((int64_t)out));
     xv_struct_set(ser, "bytes_in", xv_new_int((int64_t)in));
     xv_struct_set(r, "serial", ser);
+    xv *disks = xv_new_array();
+    for (unsigned i = 0; i < v->ndisks; i++) {
+        virtio_blk_stats bs;
+        virtio_blk_get_stats(v->disks[i], &bs);
+        xv *o = xv_new_struct();
+        xv_struct_set(o, "reads", xv_new_int((int64_t)bs.reads));
+        xv_struct_set(o, "writes", xv_new_int((int64_t)bs.writes));
+        xv_struct_set(o, "flushes", xv_new_int((int64_t)bs.flushes));
+        xv_struct_set(o, "read_bytes", xv_new_int((int64_t)bs.read_bytes));
+        xv_struct_set(o, "write_bytes", xv_new_int((int64_t)bs.write_bytes));
+        xv_struct_set(o, "errors", xv_new_int((int64_t)bs.errors));
+        xv_array_append(disks, o);
+    }
+    xv_struct_set(r, "disks", disks);
+    xv *nics = xv_new_array();
+    for (unsigned i = 0; i < v->nnics; i++) {
+        virtio_net_stats ns;
+        virtio_net_get_stats(v->nics[i], &ns);
+        xv *o = xv_new_struct();
+        xv_struct_set(o, "tx_packets", xv_new_int((int64_t)ns.tx_packets));
+        xv_struct_set(o, "tx_bytes", xv_new_int((int64_t)ns.tx_bytes));
+        xv_struct_set(o, "tx_dropped", xv_new_int((int64_t)ns.tx_dropped));
+        xv_struct_set(o, "rx_packets", xv_new_int((int64_t)ns.rx_packets));
+        xv_struct_set(o, "rx_bytes", xv_new_int((int64_t)ns.rx_bytes));
+        xv_struct_set(o, "rx_dropped", xv_new_int((int64_t)ns.rx_dropped));
+        xv_array_append(nics, o);
+    }
+    xv_struct_set(r, "nics", nics);
     *ret = r;
     return NULL;
 }
@@ -778,8 +808,49 @@ int main(int argc, char **argv)
         goto out;
     if (cfg->console_socket && (s.con_fd = listen_unix(cfg->console_socket)) < 0)
         goto out;
+    /* Disk images are opened (and locked) before the sandbox: it allows no new files. */
+    for (unsigned i = 0; i < cfg->ndisks; i++) {
+        xerr *de = virtio_blk_open(i, cfg->disks[i].path, cfg->disks[i].readonly, &v.disks[i]);
+        if (de) {
+            /* An image that cannot be used is a configuration error (exit 1, no VM). */
+            log_err("bad config: %s %s %s (%s)", de->code, de->nparams > 0 ? de->params[0] : "",
+                    de->nparams > 1 ? de->params[1] : "", cfg->disks[i].path);
+            xerr_free(de);
+            goto out;
+        }
+        v.ndisks++;
+        v.vdevs[v.nvdevs++] = virtio_blk_dev(v.disks[i]);
+    }
+    for (unsigned i = 0; i < cfg->nnics; i++) {
+        xerr *ne = virtio_net_open(i, cfg->nics[i].tap, cfg->nics[i].mac, &v.nics[i]);
+        if (ne) {
+            log_err("bad config: %s %s %s", ne->code, ne->nparams > 0 ? ne->params[0] : "",
+                    ne->nparams > 1 ? ne->params[1] : "");
+            xerr_free(ne);
+            goto out;
+        }
+        v.nnics++;
+        v.vdevs[v.nvdevs++] = virtio_net_dev(v.nics[i]);
+    }
     if (cfg->sandbox && vmm_sandbox() < 0)
         goto out;
+    /* Device threads start once the filter is in place, so that they run under it too. */
+    for (unsigned i = 0; i < v.ndisks; i++) {
+        xerr *de = virtio_blk_start(v.disks[i]);
+        if (de) {
+            log_err("disk %u: %s", i, de->nparams ? de->params[0] : de->code);
+            xerr_free(de);
+            goto out;
+        }
+    }
+    for (unsigned i = 0; i < v.nnics; i++) {
+        xerr *ne = virtio_net_start(v.nics[i]);
+        if (ne) {
+            log_err("nic %u: %s", i, ne->nparams ? ne->params[0] : ne->code);
+            xerr_free(ne);
+            goto out;
+        }
+    }
     v.paused = cfg->start_paused;
     xerr *e = machine_create(&v);
     if (!e)
@@ -811,6 +882,10 @@ out:
         unlink(cfg->console_socket);
     }
     serial_free(v.serial);
+    for (unsigned i = 0; i < v.ndisks; i++)
+        virtio_blk_free(v.disks[i]);
+    for (unsigned i = 0; i < v.nnics; i++)
+        virtio_net_free(v.nics[i]);
     if (v.serial_log_fd >= 0)
         close(v.serial_log_fd);
     if (v.wake_fd >= 0)

@@ -33,6 +33,8 @@ static const int allowed[] = {
     SYS_readv,
     SYS_writev,
     SYS_pread64,
+    SYS_pwrite64,  /* virtio-blk writes, on the disk I/O threads */
+    SYS_fdatasync, /* virtio-blk flush */
     SYS_close,
     SYS_poll,
     SYS_ppoll,

@@ -21,7 +21,7 @@ static uint16_t rd16(const uint8_t *p)
 
 bool virtq_valid(const virtq *q, const boot_mem *m)
 {
-    if (!q->num || q->num > q->num_max || (q->num & (q->num - 1)))
+    if (!m || !q->num || q->num > q->num_max || (q->num & (q->num - 1)))
         return false;
     return boot_gpa(m, q->desc, 16ull * q->num) && boot_gpa(m, q->avail, 6 + 2ull * q->num) &&
            boot_gpa(m, q->used, 6 + 8ull * q->num);
@@ -29,7 +29,7 @@ bool virtq_valid(const virtq *q, const boot_mem *m)
 
 int virtq_pop(virtq *q, const boot_mem *m, virtq_chain *chain)
 {
-    if (!q->ready)
+    if (!q->ready || !m)
         return 0;
     const uint8_t *avail = boot_gpa(m, q->avail, 4 + 2ull * q->num);
     const struct vring_desc *desc = boot_gpa(m, q->desc, 16ull * q->num);
@@ -74,7 +74,7 @@ int virtq_pop(virtq *q, const boot_mem *m, virtq_chain *chain)
 
 void virtq_push(virtq *q, const boot_mem *m, uint16_t head, uint32_t written)
 {
-    uint8_t *used = boot_gpa(m, q->used, 4 + 8ull * q->num);
+    uint8_t *used = m ? boot_gpa(m, q->used, 4 + 8ull * q->num) : NULL;
     if (!used)
         return;
     uint8_t *e = used + 4 + 8 * (q->used_idx % q->num);
@@ -109,6 +109,7 @@ static void set_line(virtio_dev *d)
 
 static void reset_locked(virtio_dev *d)
 {
+    d->generation++;
     d->driver_features = 0;
     d->device_features_sel = d->driver_features_sel = d->queue_sel = 0;
     d->status = 0;
@@ -129,6 +130,15 @@ void virtio_dev_attach(virtio_dev *d, const boot_mem *mem, unsigned gsi,
     d->set_irq = set_irq;
     d->irq_opaque = irq_opaque;
     reset_locked(d);
+    pthread_mutex_unlock(&d->lock);
+}
+
+void virtio_dev_detach(virtio_dev *d)
+{
+    pthread_mutex_lock(&d->lock);
+    reset_locked(d);
+    d->mem = NULL;
+    d->set_irq = NULL;
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -157,9 +167,8 @@ static uint32_t reg_read(virtio_dev *d, uint32_t off)
     case VIRTIO_MMIO_VENDOR_ID:
         return VIRTIO_MMIO_VENDOR;
     case VIRTIO_MMIO_DEVICE_FEATURES:
-        return d->device_features_sel < 2
-                   ? (uint32_t)(d->features >> (32 * d->device_features_sel))
-                   : 0;
+        return d->device_features_sel < 2 ? (uint32_t)(d->features >> (32 * d->device_features_sel))
+                                          : 0;
     case VIRTIO_MMIO_QUEUE_NUM_MAX:
         return q ? q->num_max : 0;
     case VIRTIO_MMIO_QUEUE_READY:
@@ -263,11 +272,13 @@ void virtio_mmio_access(virtio_dev *d, uint64_t off, bool is_write, uint8_t *dat
 {
     pthread_mutex_lock(&d->lock);
     if (off >= VIRTIO_MMIO_CONFIG) {
-        /* Device config: any width; writes are not supported by our devices. */
+        /* Device config: any width. */
         if (!is_write) {
             memset(data, 0, len);
             if (d->ops->config_read)
                 d->ops->config_read(d, (uint32_t)(off - VIRTIO_MMIO_CONFIG), data, len);
+        } else if (d->ops->config_write) {
+            d->ops->config_write(d, (uint32_t)(off - VIRTIO_MMIO_CONFIG), data, len);
         }
     } else if (len == 4 && !(off & 3)) {
         uint32_t v = 0;

@@ -66,7 +66,7 @@
 #define VIRTQ_DESC_F_WRITE    2
 #define VIRTQ_DESC_F_INDIRECT 4
 
-#define VIRTQ_MAX_SIZE   256
+#define VIRTQ_MAX_SIZE    256
 #define VIRTIO_MAX_QUEUES 2
 
 enum virtio_device_id { VIRTIO_ID_NET = 1, VIRTIO_ID_BLOCK = 2 };
@@ -110,8 +110,11 @@ typedef struct virtio_dev_ops {
     void (*notify)(virtio_dev *d, unsigned q);
     /* Device config space, off from VIRTIO_MMIO_CONFIG (reads pre-zeroed). */
     void (*config_read)(virtio_dev *d, uint32_t off, uint8_t *data, unsigned len);
-    /* The driver reset the device (status 0, or a machine reset). */
+    /* The driver reset the device (status 0, or a machine reset or detach); may wait on
+     * d->lock (a condition variable) until device threads stop using guest memory. */
     void (*reset)(virtio_dev *d);
+    /* Device config writes (off from VIRTIO_MMIO_CONFIG); may be NULL (ignored). */
+    void (*config_write)(virtio_dev *d, uint32_t off, const uint8_t *data, unsigned len);
 } virtio_dev_ops;
 
 struct virtio_dev {
@@ -121,7 +124,7 @@ struct virtio_dev {
     const virtio_dev_ops *ops;
     void *opaque; /* the device model's state */
     /* Host side: guest RAM and the interrupt line, set when the machine is built. */
-    const boot_mem *mem;
+    const boot_mem *mem; /* NULL while detached */
     void (*set_irq)(void *irq_opaque, unsigned gsi, int level);
     void *irq_opaque;
     unsigned gsi;
@@ -130,6 +133,7 @@ struct virtio_dev {
     uint64_t driver_features;
     uint32_t device_features_sel, driver_features_sel, queue_sel;
     uint32_t status, isr, config_generation;
+    uint64_t generation; /* moves on every reset and detach */
     virtq q[VIRTIO_MAX_QUEUES];
     uint64_t notifies, interrupts; /* counters */
 };
@@ -140,6 +144,8 @@ void virtio_dev_destroy(virtio_dev *d);
 /* Attaches the device to a (new) machine and resets it. */
 void virtio_dev_attach(virtio_dev *d, const boot_mem *mem, unsigned gsi,
                        void (*set_irq)(void *, unsigned, int), void *irq_opaque);
+/* Detaches it before the machine's RAM goes away (device threads stop touching it). */
+void virtio_dev_detach(virtio_dev *d);
 /* A guest access to the device's register window (off < VIRTIO_MMIO_SIZE). */
 void virtio_mmio_access(virtio_dev *d, uint64_t off, bool is_write, uint8_t *data, unsigned len);
 /* Raises InterruptStatus bits and the line (called with d->lock held, e.g. from notify). */

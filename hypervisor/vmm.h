@@ -5,6 +5,7 @@
 #include "boot.h"
 #include "config.h"
 #include "serial.h"
+#include "virtio.h"
 
 #include <linux/kvm.h>
 #include <pthread.h>
@@ -48,6 +49,14 @@ typedef struct vmm {
     /* devices */
     serial *serial;
     int serial_log_fd;
+    /* virtio-mmio devices, created once (before the sandbox) and kept across reboots: slot i
+     * at VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE, GSI VIRTIO_GSI_BASE + i */
+    virtio_dev *vdevs[VIRTIO_MAX_DEVICES];
+    unsigned nvdevs;
+    struct virtio_blk *disks[VMM_MAX_DISKS];
+    unsigned ndisks;
+    struct virtio_net *nics[VMM_MAX_NICS];
+    unsigned nnics;
     /* run control, under lock */
     pthread_mutex_t lock;
     pthread_cond_t cond;

@@ -5,6 +5,7 @@
  * Ring-0 code is emulated on some hosts at ~1-2 M instructions/s, so everything here is
  * short and straight: no FPU/SSE, no table-building loops, output goes straight to THR. */
 #include "guest.h"
+#include "virtio.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -554,7 +555,164 @@ static uint64_t parse_u64(const char *s, size_t n, bool *ok)
 static void cmd_help(void)
 {
     kputs("commands: help, echo TEXT, uptime, mem, cpus, ticker MS|off, spin N, lines N, info,\n"
-          "          poweroff, reboot, crash (triple fault), panic (pvpanic)\n");
+          "          poweroff, reboot, crash (triple fault), panic (pvpanic),\n"
+          "          blk info|id|read SECTOR|write SECTOR PATTERN|flush (virtio-blk vda),\n"
+          "          net info|send TEXT|recv [MS] (virtio-net eth0)\n");
+}
+
+/* ---- virtio-net commands ---- */
+
+#define NET_TYPE 0x88b5 /* IEEE local experimental ethertype */
+
+static void put_mac(const uint8_t *m)
+{
+    kprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+static void cmd_net(const char *arg, size_t alen)
+{
+    const struct vnet_info *ni = vnet_get_info();
+    size_t w = 0;
+    while (w < alen && arg[w] != ' ')
+        w++;
+    const char *rest = arg + w;
+    size_t rlen = alen - w;
+    while (rlen && *rest == ' ') {
+        rest++;
+        rlen--;
+    }
+    if (word_is(arg, w, "info")) {
+        if (!ni->present) {
+            kputs("net: no nic\n");
+        } else if (ni->error) {
+            kprintf("net: eth0 at slot %u failed: %s\n", ni->slot, ni->error);
+        } else {
+            kprintf("net: eth0 at slot %u, mac ", ni->slot);
+            put_mac(ni->mac);
+            kprintf(", link %s\n", ni->link_up ? "up" : "down");
+        }
+    } else if (word_is(arg, w, "send") && rlen) {
+        static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        int r = vnet_send(bcast, NET_TYPE, rest, (unsigned)rlen);
+        if (r == 0)
+            kprintf("net send: ok %u bytes\n", (unsigned)rlen);
+        else
+            kprintf("net send: error %d\n", r);
+    } else if (word_is(arg, w, "recv")) {
+        bool ok;
+        uint64_t ms = parse_u64(rest, rlen, &ok);
+        if (!ok)
+            ms = 2000;
+        static uint8_t fr[128];
+        uint64_t start = uptime_ms();
+        int r;
+        /* Bounded by time, and by iterations should the TSC rate be unknown. */
+        for (uint64_t spins = 0; (r = vnet_poll(NET_TYPE, fr, sizeof(fr))) == VBLK_ERR_TIMEOUT &&
+                                 uptime_ms() - start < ms && spins < 50000000;
+             spins++)
+            __asm__ volatile("pause");
+        if (r == VBLK_ERR_TIMEOUT) {
+            kputs("net recv: none\n");
+        } else if (r < 0) {
+            kprintf("net recv: error %d\n", r);
+        } else {
+            kprintf("net recv: %u bytes from ", (unsigned)r);
+            put_mac(fr + 6);
+            kputs(" \"");
+            for (unsigned i = 14; i < (unsigned)r && i < sizeof(fr) && fr[i]; i++)
+                serial_putc(fr[i] >= 0x20 && fr[i] < 0x7f && fr[i] != '"' ? (char)fr[i] : '.');
+            kputs("\"\n");
+        }
+    } else {
+        kputs("usage: net info|send TEXT|recv [MS]\n");
+    }
+}
+
+/* ---- virtio-blk commands ---- */
+
+static uint8_t sector_buf[512] __attribute__((aligned(512)));
+
+static void blk_result(const char *what, uint64_t sector, bool has_sector, int r)
+{
+    kprintf("blk %s", what);
+    if (has_sector)
+        kprintf(" %lu", sector);
+    if (r == 0)
+        kputs(": ok");
+    else if (r == VBLK_ERR_NODEV)
+        kputs(": error no-device");
+    else if (r == VBLK_ERR_TIMEOUT)
+        kputs(": error timeout");
+    else
+        kprintf(": error %d", r);
+}
+
+static void cmd_blk(const char *arg, size_t alen)
+{
+    const struct vblk_info *bi = vblk_get_info();
+    size_t w = 0;
+    while (w < alen && arg[w] != ' ')
+        w++;
+    const char *rest = arg + w;
+    size_t rlen = alen - w;
+    while (rlen && *rest == ' ') {
+        rest++;
+        rlen--;
+    }
+    size_t w2 = 0;
+    while (w2 < rlen && rest[w2] != ' ')
+        w2++;
+    const char *pat = rest + w2;
+    size_t plen = rlen - w2;
+    while (plen && *pat == ' ') {
+        pat++;
+        plen--;
+    }
+    bool ok;
+    uint64_t sector = parse_u64(rest, w2, &ok);
+    if (word_is(arg, w, "info")) {
+        if (!bi->present)
+            kputs("blk: no disk\n");
+        else if (bi->error)
+            kprintf("blk: vda at slot %u failed: %s\n", bi->slot, bi->error);
+        else
+            kprintf("blk: vda at slot %u, %lu sectors (%lu KiB), %s, flush %s, features %x\n",
+                    bi->slot, bi->capacity, bi->capacity / 2, bi->readonly ? "ro" : "rw",
+                    bi->flush ? "yes" : "no", bi->features);
+    } else if (word_is(arg, w, "id")) {
+        char id[21];
+        int r = vblk_get_id(id);
+        blk_result("id", 0, false, r);
+        if (r == 0)
+            kprintf(" \"%s\"", id);
+        kputs("\n");
+    } else if (word_is(arg, w, "read") && ok) {
+        memset(sector_buf, 0, sizeof(sector_buf));
+        int r = vblk_rw(false, sector, sector_buf);
+        blk_result("read", sector, true, r);
+        if (r == 0) {
+            uint32_t h = 2166136261u; /* FNV-1a of the sector */
+            for (unsigned i = 0; i < sizeof(sector_buf); i++)
+                h = (h ^ sector_buf[i]) * 16777619u;
+            kprintf(" fnv %08x \"", h);
+            for (unsigned i = 0; i < 32; i++) {
+                char c = (char)sector_buf[i];
+                serial_putc(c >= 0x20 && c < 0x7f && c != '"' ? c : '.');
+            }
+            kputs("\"");
+        }
+        kputs("\n");
+    } else if (word_is(arg, w, "write") && ok && plen) {
+        for (unsigned i = 0; i < sizeof(sector_buf); i++)
+            sector_buf[i] = (uint8_t)pat[i % plen];
+        blk_result("write", sector, true, vblk_rw(true, sector, sector_buf));
+        kputs("\n");
+    } else if (word_is(arg, w, "flush")) {
+        blk_result("flush", 0, false, vblk_flush());
+        kputs("\n");
+    } else {
+        kputs("usage: blk info|id|read SECTOR|write SECTOR PATTERN|flush\n");
+    }
 }
 
 static void do_poweroff(void)
@@ -634,6 +792,10 @@ static void run_command(const char *line, size_t len)
         for (uint64_t i = 1; ok && i <= n; i++)
             kprintf("line %lu of %lu\n", i, n);
         kprintf("lines: done\n");
+    } else if (word_is(line, w, "blk")) {
+        cmd_blk(arg, alen);
+    } else if (word_is(line, w, "net")) {
+        cmd_net(arg, alen);
     } else if (word_is(line, w, "poweroff")) {
         do_poweroff();
     } else if (word_is(line, w, "reboot")) {
@@ -662,8 +824,18 @@ void kmain(const struct hvm_start_info *si)
     idt_init();
     irq_init();
     smp_init();
+    vblk_init();
+    vnet_init();
     kprintf("\nNuvem mini guest " GUEST_VERSION " (x86-64, PVH)\n");
     kprintf("mem %lu MiB, cpus %u, cmdline \"%s\"\n", mem_bytes >> 20, cpus_online(), cmdline);
+    if (vblk_get_info()->present)
+        kprintf("disk vda: %lu sectors%s\n", vblk_get_info()->capacity,
+                vblk_get_info()->readonly ? ", read-only" : "");
+    if (vnet_get_info()->present) {
+        kputs("nic eth0: mac ");
+        put_mac(vnet_get_info()->mac);
+        kputs("\n");
+    }
     kputs("ready\n> ");
 
     for (;;) {

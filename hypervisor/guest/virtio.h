@@ -1,0 +1,51 @@
+/* The mini guest's virtio-blk driver: virtio-mmio (version 2) devices at nuvem-vmm's fixed
+ * slots (mirrors hypervisor/virtio.h), one split queue of 8 entries, polled completion. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VIRTIO_MMIO_BASE   0xd0000000ul
+#define VIRTIO_MMIO_STRIDE 0x1000
+#define VIRTIO_MAX_DEVICES 8
+
+struct vblk_info {
+    bool present;
+    unsigned slot;
+    uint64_t capacity; /* 512-byte sectors */
+    bool readonly, flush;
+    uint32_t features; /* offered, low 32 bits */
+    const char *error; /* why initialisation failed, or NULL */
+};
+
+/* Finds and initialises the first virtio-blk device (slots are filled from 0). */
+void vblk_init(void);
+const struct vblk_info *vblk_get_info(void);
+
+#define VBLK_ERR_NODEV   (-1)
+#define VBLK_ERR_TIMEOUT (-2)
+/* One 512-byte sector; returns the device status (0 ok, 1 I/O error, 2 unsupported) or a
+ * VBLK_ERR_*. */
+int vblk_rw(bool write, uint64_t sector, void *buf);
+int vblk_flush(void);
+/* The device serial (GET_ID) into id[21]. */
+int vblk_get_id(char *id);
+
+/* The mini guest's virtio-net driver: the first virtio-net device, 4 RX buffers of 1536
+ * bytes, frames sent as broadcast of a given ethertype, completion polled. */
+struct vnet_info {
+    bool present;
+    unsigned slot;
+    uint8_t mac[6];
+    bool link_up;
+    const char *error;
+};
+
+void vnet_init(void);
+const struct vnet_info *vnet_get_info(void);
+/* Sends one frame (dst, our MAC, type, payload padded to 60 bytes). 0 or VBLK_ERR_*. */
+int vnet_send(const uint8_t dst[6], uint16_t type, const void *payload, unsigned len);
+/* Takes received frames, dropping those of other ethertypes; copies the first one of `type`
+ * (from its destination MAC on, at most max bytes) and returns its length, or
+ * VBLK_ERR_TIMEOUT if none has arrived. */
+int vnet_poll(uint16_t type, uint8_t *frame, unsigned max);

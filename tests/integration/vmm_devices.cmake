@@ -1,0 +1,19 @@
+# nuvem-vmm devices (virtio-blk, virtio-net over virtio-mmio) with the bundled mini guest as the driver
+# (needs /dev/kvm for the tests that boot; those exit 77 with a reason without it).
+if(TARGET nuvem-vmm)
+  foreach(t rw readonly reboot shrunk bad_image bad_config locked sandboxed speed)
+    add_test(NAME vmm_virtio_blk_${t}
+             COMMAND ${Python3_EXECUTABLE} ${NUVEM_TEST_DIR}/integration/vmm_virtio_blk.py
+                     $<TARGET_FILE:nuvem-vmm> ${NUVEM_GUEST_ELF} ${t})
+    set_tests_properties(vmm_virtio_blk_${t} PROPERTIES LABELS "integration;kvm"
+                         SKIP_RETURN_CODE 77 TIMEOUT 120)
+  endforeach()
+  # virtio-net on a tap, inside a network namespace of its own (root; skips otherwise).
+  foreach(t rxtx tap_gone with_disk)
+    add_test(NAME vmm_virtio_net_${t}
+             COMMAND ${Python3_EXECUTABLE} ${NUVEM_TEST_DIR}/integration/vmm_virtio_net.py
+                     $<TARGET_FILE:nuvem-vmm> ${NUVEM_GUEST_ELF} ${t})
+    set_tests_properties(vmm_virtio_net_${t} PROPERTIES LABELS "integration;kvm"
+                         SKIP_RETURN_CODE 77 TIMEOUT 120)
+  endforeach()
+endif()
