@@ -80,6 +80,7 @@ static int setup_root(xapid *x, bool fresh)
 static void teardown(xapid *x)
 {
     tasks_stop(x);
+    xapid_storage_stop(x);
     sessions_free(x);
     store_close(x->st);
     x->st = NULL;
@@ -180,6 +181,11 @@ static int run(xapid *xp, int argc, char **argv)
     if (ne) {
         log_warn("network reconcile: %s %s", ne->code, ne->nparams ? ne->params[0] : "");
         xerr_free(ne);
+    }
+    xerr *se = xapid_storage_init(&x);
+    if (se) {
+        log_warn("storage init: %s %s", se->code, se->nparams ? se->params[0] : "");
+        xerr_free(se);
     }
     if (tasks_init(&x) < 0)
         return 1;

@@ -136,3 +136,19 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
 xerr *xapid_network_vif_attach(xapid *x, const char *vif, int64_t domid, int *ret_fd);
 xerr *xapid_network_vif_detach(xapid *x, const char *vif, int64_t domid);
 xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
+
+/* storage.c: start-up and shutdown of the storage layer. init creates, when the pool has no SR
+ * at all (first start), a local file SR "Local storage" under <state_dir>/sr/<uuid> with a
+ * plugged PBD for this host, and makes it the pool's default, suspend-image and crash-dump SR.
+ * Plugged SRs are re-attached on first use after a restart. stop stops the background garbage
+ * collector and detaches every SR handle (call it before the store is closed). */
+xerr *xapid_storage_init(xapid *x);
+void xapid_storage_stop(xapid *x);
+/* VDI attach for the VM lifecycle (VBD.plug / VM.start): *ret_path (caller-frees) gets the leaf
+ * file for the VMM's block backend and *ret_format ("vhd", or "raw" for an ISO; static). While attached,
+ * VDI.destroy/resize refuse with VDI_IN_USE and the GC does not rewrite the leaf; snapshot of a
+ * read-write attached VDI is refused until the VMM can reopen its chain. One detach per attach
+ * (a detach of a VDI that is not attached does nothing). The counts live in memory only. */
+xerr *xapid_storage_vdi_attach(xapid *x, const char *vdi, bool rw, char **ret_path,
+                               const char **ret_format);
+xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi);

@@ -41,6 +41,11 @@ CUSTOM = {
             'set_ipv4_allowed', 'add_ipv4_allowed', 'remove_ipv4_allowed',
             'set_ipv6_allowed', 'add_ipv6_allowed', 'remove_ipv6_allowed'],
     'host': ['management_reconfigure'],
+    'SR': ['create', 'destroy', 'forget', 'scan', 'update', 'introduce', 'set_name_label',
+           'set_name_description', 'get_supported_types'],
+    'PBD': ['plug', 'unplug', 'destroy'],
+    'VDI': ['create', 'destroy', 'resize', 'snapshot', 'clone', 'copy', 'forget', 'introduce',
+            'update', 'set_name_label', 'set_name_description', 'set_read_only', 'set_sharable'],
 }
 
 # Classes that are not stored in the pool DB, or not as ordinary rows.
@@ -53,6 +58,14 @@ PLAIN_SETTER_FIELDS = {'other_config', 'tags', 'xenstore_data', 'sm_config', 'bl
 
 ROLE_ORDER = ['read-only', 'vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator',
               'pool-admin']
+
+
+def is_async(cls, name):
+    """XAPI's rule: custom messages have an Async variant, except accessors and the session,
+    task and event machinery."""
+    if cls in ('session', 'task', 'event'):
+        return False
+    return not name.startswith(('get', 'set_', 'add_', 'remove_'))
 
 
 def min_role(roles):
@@ -132,7 +145,7 @@ def convert(c):
                 'result': m['result'],
                 'errors': m['errors'],
                 'min_role': min_role(m['roles']),
-                'async': False,
+                'async': is_async(c['name'], n),
             })
         elif n == 'create' and [p['type'] for p in m['params']][-1:] != [f'{c["name"]} record']:
             continue  # a custom-signature constructor (SR.create): not generated

@@ -86,6 +86,7 @@ static void test_create_read_defaults(void **state)
     assert_int_equal(xv_struct_get(r, "MTU")->u.i, 1500); /* schema default */
     assert_int_equal(xv_array_len(xv_struct_get(r, "VIFs")), 0);
     AUTO(xv) *bad = record(API_CLASS_network, "OpaqueRef:none", &e);
+    assert_null(bad);
     assert_non_null(e);
     assert_string_equal(e->code, "HANDLE_INVALID");
     assert_string_equal(e->params[0], "network");

@@ -156,21 +156,26 @@ static void test_dispatch(void **state)
     AUTO(xv) *cls = call("message.get_cls", &e, 2, xv_copy(s), xv_copy(msg));
     assert_string_equal(xv_str(cls), "Pool"); /* enums are case-insensitive, stored canonical */
     AUTO(xv) *r1 = call("host.get_all", &e, 0);
+    assert_null(r1);
     assert_string_equal(e->code, "MESSAGE_PARAMETER_COUNT_MISMATCH");
     xerr_free(e);
     AUTO(xv) *r2 = call("host_get_all", &e, 1, xv_copy(s)); /* Class_message spelling */
     assert_null(e);
+    assert_int_equal(xv_array_len(r2), 1);
     AUTO(xv) *ro =
         call("session.login_with_password", &e, 2, xv_new_string("ro"), xv_new_string("pw"));
     assert_null(e);
     AUTO(xv) *r3 = call("message.destroy", &e, 2, xv_copy(ro), xv_copy(msg));
+    assert_null(r3);
     assert_string_equal(e->code, "RBAC_PERMISSION_DENIED");
     assert_string_equal(e->params[0], "message.destroy");
     xerr_free(e);
     AUTO(xv) *r4 = call("message.destroy", &e, 2, xv_copy(s), xv_copy(msg));
     assert_null(e);
+    assert_non_null(r4);
     AUTO(xv) *bad = xv_new_stringn("\xff", 1);
     AUTO(xv) *r5 = call("VM.get_by_name_label", &e, 2, xv_copy(s), xv_copy(bad));
+    assert_null(r5);
     assert_string_equal(e->code, "INVALID_VALUE");
     xerr_free(e);
     AUTO(xv) *r6 = call("system.listMethods", &e, 0);
