@@ -612,13 +612,16 @@ static void strv_append(const char ***v, size_t *n, const char *s)
     (*v)[*n] = NULL;
 }
 
-static void add_cmd(const xe_cmd *c)
+/* Returns false (taking nothing) when a command of that name exists: custom entries come
+ * first and win over generic ones. */
+static bool add_cmd(const xe_cmd *c)
 {
     for (size_t i = 0; i < ntable; i++)
         if (strcmp(table[i].name, c->name) == 0)
-            return; /* custom entries come first and win */
+            return false;
     table = xrealloc(table, (ntable + 1) * sizeof(xe_cmd));
     table[ntable++] = *c;
+    return true;
 }
 
 /* Generic names and their optional params live as long as the process (the table is
@@ -721,7 +724,10 @@ static void add_generic(const xe_view *v)
                     ops[i].flags,
                     v,
                     NULL};
-        add_cmd(&c);
+        if (!add_cmd(&c)) {
+            free((char *)c.name);
+            free(ops[i].help);
+        }
     }
 }
 
