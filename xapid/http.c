@@ -113,6 +113,7 @@ struct req {
     sbuf body;
     bool too_big;
     bool started;
+    void *vdi_http; /* /import_raw_vdi, /export_raw_vdi (vdi_http.c) */
 };
 
 static void add_common_headers(struct MHD_Response *r, const char *ctype)
@@ -176,6 +177,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     struct http_server *h = cls;
     xapid *x = h->x;
     struct req *rq = *con_cls;
+    if (vdi_http_path(url)) {
+        if (!rq)
+            *con_cls = rq = xcalloc(1, sizeof(*rq));
+        return (enum MHD_Result)vdi_http_handle(x, conn, url, method, upload_data, upload_data_size,
+                                                &rq->vdi_http);
+    }
     if (!rq) {
         rq = xcalloc(1, sizeof(*rq));
         *con_cls = rq;
@@ -231,6 +238,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct req *rq = *con_cls;
     if (rq) {
+        vdi_http_completed(rq->vdi_http, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
         sbuf_release(&rq->body);
         free(rq);
         *con_cls = NULL;

@@ -152,3 +152,13 @@ void xapid_storage_stop(xapid *x);
 xerr *xapid_storage_vdi_attach(xapid *x, const char *vdi, bool rw, char **ret_path,
                                const char **ret_format);
 xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi);
+
+/* vdi_http.c: PUT /import_raw_vdi and GET /export_raw_vdi (format=raw|vhd, session_id= or
+ * Basic auth, optional task_id=). http.c routes a request whose path vdi_http_path accepts to
+ * vdi_http_handle (MHD access handler arguments; *state is the request's slot, NULL at first)
+ * and, when the request ends, calls vdi_http_completed(state, completed normally). */
+struct MHD_Connection;
+bool vdi_http_path(const char *url);
+int vdi_http_handle(xapid *x, struct MHD_Connection *c, const char *url, const char *method,
+                    const char *upload_data, size_t *upload_data_size, void **state);
+void vdi_http_completed(void *state, bool ok);
