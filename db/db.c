@@ -62,7 +62,7 @@ int db_open(const char *path, db **ret)
     /* One process owns the DB: exclusive locking skips the per-read WAL lock syscalls
      * and keeps a second daemon off the same state dir. */
     const char *pragmas[] = {
-        "PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL",  "PRAGMA synchronous=FULL",
+        "PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
         "PRAGMA temp_store=MEMORY",      "PRAGMA foreign_keys=OFF", "PRAGMA busy_timeout=2000",
     };
     for (size_t i = 0; i < ARRAY_SIZE(pragmas); i++) {

@@ -9,6 +9,8 @@ jobs=${NUVEM_JOBS:-$(nproc)}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
+echo "=== format"
+bash scripts/check-format.sh || status=1
 # The Linux guest image (Debian's kernel + busybox) for the VMM's Linux banner test; without
 # it that test skips and says why.
 bash scripts/build-guest-image.sh || echo "test.sh: no Linux guest image; its tests will skip"

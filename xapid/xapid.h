@@ -145,10 +145,11 @@ xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
 xerr *xapid_storage_init(xapid *x);
 void xapid_storage_stop(xapid *x);
 /* VDI attach for the VM lifecycle (VBD.plug / VM.start): *ret_path (caller-frees) gets the leaf
- * file for the VMM's block backend and *ret_format ("vhd", or "raw" for an ISO; static). While attached,
- * VDI.destroy/resize refuse with VDI_IN_USE and the GC does not rewrite the leaf; snapshot of a
- * read-write attached VDI is refused until the VMM can reopen its chain. One detach per attach
- * (a detach of a VDI that is not attached does nothing). The counts live in memory only. */
+ * file for the VMM's block backend and *ret_format ("vhd", or "raw" for an ISO; static). While
+ * attached, VDI.destroy/resize refuse with VDI_IN_USE and the GC does not rewrite the leaf;
+ * snapshot of a read-write attached VDI is refused until the VMM can reopen its chain. One detach
+ * per attach (a detach of a VDI that is not attached does nothing). The counts live in memory only.
+ */
 xerr *xapid_storage_vdi_attach(xapid *x, const char *vdi, bool rw, char **ret_path,
                                const char **ret_format);
 xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi);
