@@ -804,3 +804,80 @@ int64_t st_oldest_tombstone_gen(store_txn *t)
     db_query(t->s->db, "SELECT COALESCE(MIN(gen), 0) FROM _deleted", NULL, 0, count_row, &n);
     return n;
 }
+
+/* ---- one-shot accessors ---- */
+
+enum one_op { ONE_RECORD, ONE_ALL_RECORDS, ONE_SET_FIELD, ONE_CREATE, ONE_DESTROY };
+
+struct one {
+    enum one_op op;
+    const api_class *c;
+    const char *ref;
+    const char *where;
+    const xv *const *args;
+    size_t nargs;
+    int field;
+    const xv *value;
+    xv *out;
+    char *out_ref;
+};
+
+static xerr *one_txn(store_txn *t, void *ud)
+{
+    struct one *o = ud;
+    switch (o->op) {
+    case ONE_RECORD:
+        return st_get_record(t, o->c, o->ref, &o->out);
+    case ONE_ALL_RECORDS:
+        return st_get_all_records(t, o->c, o->where, o->args, o->nargs, &o->out);
+    case ONE_SET_FIELD:
+        return st_set_field(t, o->c, o->ref, o->field, o->value);
+    case ONE_CREATE:
+        return st_create(t, o->c, NULL, o->value, &o->out_ref);
+    case ONE_DESTROY:
+        return st_destroy(t, o->c, o->ref);
+    }
+    return NULL;
+}
+
+xerr *store_get_record(store *s, const api_class *c, const char *ref, xv **ret)
+{
+    struct one o = {.op = ONE_RECORD, .c = c, .ref = ref};
+    xerr *e = store_read(s, one_txn, &o);
+    if (!e)
+        *ret = o.out;
+    return e;
+}
+
+xerr *store_get_all_records(store *s, const api_class *c, const char *where, const xv *const *args,
+                            size_t nargs, xv **ret)
+{
+    struct one o = {.op = ONE_ALL_RECORDS, .c = c, .where = where, .args = args, .nargs = nargs};
+    xerr *e = store_read(s, one_txn, &o);
+    if (!e)
+        *ret = o.out;
+    return e;
+}
+
+xerr *store_set_field(store *s, const api_class *c, const char *ref, int field, const xv *value)
+{
+    struct one o = {.op = ONE_SET_FIELD, .c = c, .ref = ref, .field = field, .value = value};
+    return store_write(s, one_txn, &o);
+}
+
+xerr *store_create(store *s, const api_class *c, const xv *record, char **ret_ref)
+{
+    struct one o = {.op = ONE_CREATE, .c = c, .value = record};
+    xerr *e = store_write(s, one_txn, &o);
+    if (!e && ret_ref)
+        *ret_ref = o.out_ref;
+    else
+        free(o.out_ref);
+    return e;
+}
+
+xerr *store_destroy(store *s, const api_class *c, const char *ref)
+{
+    struct one o = {.op = ONE_DESTROY, .c = c, .ref = ref};
+    return store_write(s, one_txn, &o);
+}

@@ -42,6 +42,15 @@ void store_trim_tombstones(store *s);
 /* Wakes every store_wait() (shutdown). */
 void store_wake_all(store *s);
 
+/* One-shot forms of the accessors below, each in its own short transaction (read or
+ * write as fits), for callers that need a single access. Same errors as the st_* forms. */
+xerr *store_get_record(store *s, const api_class *c, const char *ref, xv **ret);
+xerr *store_get_all_records(store *s, const api_class *c, const char *where, const xv *const *args,
+                            size_t nargs, xv **ret);
+xerr *store_set_field(store *s, const api_class *c, const char *ref, int field, const xv *value);
+xerr *store_create(store *s, const api_class *c, const xv *record, char **ret_ref);
+xerr *store_destroy(store *s, const api_class *c, const char *ref);
+
 /* Raw SQL in the transaction (for tables outside the schema, like local users). */
 struct db *st_db(store_txn *t);
 

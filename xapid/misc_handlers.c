@@ -8,25 +8,6 @@
 
 /* ---- message ---- */
 
-struct msg_ud {
-    const xv *rec;
-    const char *ref;
-    const char *where;
-    const xv *const *args;
-    size_t nargs;
-    xv *out;
-};
-
-static xerr *msg_create_txn(store_txn *t, void *ud)
-{
-    struct msg_ud *m = ud;
-    char *ref = NULL;
-    xerr *e = st_create(t, &api_classes[API_CLASS_message], NULL, m->rec, &ref);
-    if (!e)
-        m->out = xv_new_string_take(ref);
-    return e;
-}
-
 xerr *api_message_create(api_ctx *ctx, const char *p_name, int64_t p_priority, const char *p_cls,
                          const char *p_obj_uuid, const char *p_body, xv **ret)
 {
@@ -37,29 +18,17 @@ xerr *api_message_create(api_ctx *ctx, const char *p_name, int64_t p_priority, c
     xv_struct_set(rec, "obj_uuid", xv_new_string(p_obj_uuid));
     xv_struct_set(rec, "timestamp", xv_new_datetime_epoch(now_epoch()));
     xv_struct_set(rec, "body", xv_new_string(p_body));
-    struct msg_ud m = {.rec = rec};
-    xerr *e = store_write(ctx->x->st, msg_create_txn, &m);
+    char *ref = NULL;
+    xerr *e = store_create(ctx->x->st, &api_classes[API_CLASS_message], rec, &ref);
     if (e)
         return e;
-    *ret = m.out;
+    *ret = xv_new_string_take(ref);
     return NULL;
-}
-
-static xerr *msg_destroy_txn(store_txn *t, void *ud)
-{
-    return st_destroy(t, &api_classes[API_CLASS_message], ud);
 }
 
 xerr *api_message_destroy(api_ctx *ctx, const char *p_self)
 {
-    return store_write(ctx->x->st, msg_destroy_txn, (void *)p_self);
-}
-
-static xerr *msg_query_txn(store_txn *t, void *ud)
-{
-    struct msg_ud *m = ud;
-    return st_get_all_records(t, &api_classes[API_CLASS_message], m->where, m->args, m->nargs,
-                              &m->out);
+    return store_destroy(ctx->x->st, &api_classes[API_CLASS_message], p_self);
 }
 
 /* Timestamps are stored in the sortable wire form, so text comparison orders them. */
@@ -70,25 +39,17 @@ xerr *api_message_get(api_ctx *ctx, const char *p_cls, const char *p_obj_uuid, c
     AUTO(xv) *u = xv_new_string(p_obj_uuid);
     AUTO(xv) *s = xv_new_string(p_since);
     const xv *a[] = {c, u, s};
-    struct msg_ud m = {
-        .where = "\"cls\" = ? AND \"obj_uuid\" = ? AND \"timestamp\" > ?", .args = a, .nargs = 3};
-    xerr *e = store_read(ctx->x->st, msg_query_txn, &m);
-    if (e)
-        return e;
-    *ret = m.out;
-    return NULL;
+    return store_get_all_records(ctx->x->st, &api_classes[API_CLASS_message],
+                                 "\"cls\" = ? AND \"obj_uuid\" = ? AND \"timestamp\" > ?", a, 3,
+                                 ret);
 }
 
 xerr *api_message_get_since(api_ctx *ctx, const char *p_since, xv **ret)
 {
     AUTO(xv) *s = xv_new_string(p_since);
     const xv *a[] = {s};
-    struct msg_ud m = {.where = "\"timestamp\" > ?", .args = a, .nargs = 1};
-    xerr *e = store_read(ctx->x->st, msg_query_txn, &m);
-    if (e)
-        return e;
-    *ret = m.out;
-    return NULL;
+    return store_get_all_records(ctx->x->st, &api_classes[API_CLASS_message], "\"timestamp\" > ?",
+                                 a, 1, ret);
 }
 
 /* ---- role: the six XAPI roles, each including the ones below it ---- */

@@ -411,32 +411,15 @@ xerr *api_task_cancel(api_ctx *ctx, const char *p_task)
     return tasks_cancel(ctx->x, p_task);
 }
 
-static xerr *destroy_txn(store_txn *t, void *ud)
-{
-    return st_destroy(t, task_class(), ud);
-}
-
 xerr *api_task_destroy(api_ctx *ctx, const char *p_self)
 {
-    return store_write(ctx->x->st, destroy_txn, (void *)p_self);
+    return store_destroy(ctx->x->st, task_class(), p_self);
 }
 
-struct setf_ud {
-    const char *ref;
-    int field;
-    xv *v;
-};
-
-static xerr *setf_txn(store_txn *t, void *ud)
-{
-    struct setf_ud *s = ud;
-    return st_set_field(t, task_class(), s->ref, s->field, s->v);
-}
-
+/* Sets one field of a task, taking ownership of v. */
 static xerr *set_task_field(api_ctx *ctx, const char *ref, int field, xv *v)
 {
-    struct setf_ud s = {ref, field, v};
-    xerr *e = store_write(ctx->x->st, setf_txn, &s);
+    xerr *e = store_set_field(ctx->x->st, task_class(), ref, field, v);
     xv_free(v);
     return e;
 }
