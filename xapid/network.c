@@ -31,43 +31,10 @@ xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
 
 /* ---- store helpers ------------------------------------------------------------------------ */
 
-struct q {
-    const api_class *c;
-    const char *ref;
-    const char *where;
-    const xv *const *args;
-    size_t nargs;
-    int field;
-    const xv *val;
-    xv *out;
-};
-
-static xerr *q_get_record(store_txn *t, void *ud)
-{
-    struct q *q = ud;
-    return st_get_record(t, q->c, q->ref, &q->out);
-}
-
-static xerr *q_all_records(store_txn *t, void *ud)
-{
-    struct q *q = ud;
-    return st_get_all_records(t, q->c, q->where, q->args, q->nargs, &q->out);
-}
-
-static xerr *q_set_field(store_txn *t, void *ud)
-{
-    struct q *q = ud;
-    return st_set_field(t, q->c, q->ref, q->field, q->val);
-}
-
 /* *ret: a new copy of the record. */
 static xerr *get_record(xapid *x, const api_class *c, const char *ref, xv **ret)
 {
-    struct q q = {.c = c, .ref = ref};
-    xerr *e = store_read(x->st, q_get_record, &q);
-    if (!e)
-        *ret = q.out;
-    return e;
+    return store_get_record(x->st, c, ref, ret);
 }
 
 /* Records of class c where `col` = val (map ref -> record). */
@@ -76,18 +43,13 @@ static xerr *records_where(xapid *x, const api_class *c, const char *col, const 
     AUTOFREE char *where = xasprintf("\"%s\" = ?", col);
     AUTO(xv) *arg = xv_new_string(val);
     const xv *args[] = {arg};
-    struct q q = {.c = c, .where = where, .args = args, .nargs = 1};
-    xerr *e = store_read(x->st, q_all_records, &q);
-    if (!e)
-        *ret = q.out;
-    return e;
+    return store_get_all_records(x->st, c, where, args, 1, ret);
 }
 
 /* Sets one field; takes val. */
 static xerr *set_field(xapid *x, const api_class *c, const char *ref, int field, xv *val)
 {
-    struct q q = {.c = c, .ref = ref, .field = field, .val = val};
-    xerr *e = store_write(x->st, q_set_field, &q);
+    xerr *e = store_set_field(x->st, c, ref, field, val);
     xv_free(val);
     return e;
 }
@@ -991,11 +953,9 @@ xerr *api_host_management_reconfigure(api_ctx *ctx, const char *p_pif)
 static xerr *remove_stale_taps(xapid *x, net_ctx *nl)
 {
     AUTO(xv) *vms = NULL;
-    struct q q = {.c = CLS(VM)};
-    xerr *e = store_read(x->st, q_all_records, &q);
+    xerr *e = store_get_all_records(x->st, CLS(VM), NULL, NULL, 0, &vms);
     if (e)
         return e;
-    vms = q.out;
     struct net_link_info *links = NULL;
     size_t n = 0;
     int r = net_link_list(nl, &links, &n);
@@ -1050,10 +1010,8 @@ xerr *xapid_network_reconcile(xapid *x, bool manage_pifs)
         }
     }
     AUTO(xv) *vifs = NULL;
-    struct q q = {.c = CLS(VIF)};
-    if ((e = store_read(x->st, q_all_records, &q)))
+    if ((e = store_get_all_records(x->st, CLS(VIF), NULL, NULL, 0, &vifs)))
         return e;
-    vifs = q.out;
     for (size_t i = 0; i < vifs->u.st.n; i++) {
         const char *ref = vifs->u.st.keys[i];
         if (!rec_bool(vifs->u.st.vals[i], "currently_attached"))

@@ -67,48 +67,20 @@ static bool is_null_ref(const char *r)
     return !r || !*r || !strcmp(r, NULLREF);
 }
 
-struct rq {
-    const api_class *c;
-    const char *ref;
-    const char *where;
-    const char *arg;
-    xv *out;
-};
-
-static xerr *rq_record(store_txn *t, void *ud)
-{
-    struct rq *q = ud;
-    return st_get_record(t, q->c, q->ref, &q->out);
-}
-
-static xerr *rq_where(store_txn *t, void *ud)
-{
-    struct rq *q = ud;
-    AUTO(xv) *a = xv_new_string(q->arg);
-    const xv *args[] = {a};
-    return st_get_all_records(t, q->c, q->where, args, 1, &q->out);
-}
-
 static xerr *get_record(xapid *x, const api_class *c, const char *ref, xv **ret)
 {
     if (is_null_ref(ref))
         return xerr_new("HANDLE_INVALID", c->name, ref ? ref : "");
-    struct rq q = {.c = c, .ref = ref};
-    xerr *e = store_read(x->st, rq_record, &q);
-    if (!e)
-        *ret = q.out;
-    return e;
+    return store_get_record(x->st, c, ref, ret);
 }
 
 /* Records (ref -> record) of class c whose column col equals val. */
 static xerr *records_where(xapid *x, const api_class *c, const char *col, const char *val, xv **ret)
 {
     AUTOFREE char *where = xasprintf("\"%s\" = ?", col);
-    struct rq q = {.c = c, .where = where, .arg = val};
-    xerr *e = store_read(x->st, rq_where, &q);
-    if (!e)
-        *ret = q.out;
-    return e;
+    AUTO(xv) *arg = xv_new_string(val);
+    const xv *args[] = {arg};
+    return store_get_all_records(x->st, c, where, args, 1, ret);
 }
 
 /* A new record of class c from constructor args (as the generated create: callers give
