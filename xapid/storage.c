@@ -1048,16 +1048,20 @@ static xerr *vdi_open(xapid *x, const char *vdi, xv **ret_rec, struct slot **ret
     return NULL;
 }
 
-struct vdi_new_p {
-    const char *sr_ref;
-    xv *rec;
-    char *ref;
-};
-
-static xerr *vdi_new_txn(store_txn *t, void *ud)
+/* Records a VDI whose file the driver has just made (takes rec); if that fails the file goes
+ * too. *ret gets the new ref. */
+static xerr *record_new_vdi(xapid *x, struct slot *s, xv *rec, const char *location, xv **ret)
 {
-    struct vdi_new_p *p = ud;
-    return st_create(t, CLS(VDI), NULL, p->rec, &p->ref);
+    char *ref = NULL;
+    xerr *e = store_create(x->st, CLS(VDI), rec, &ref);
+    xv_free(rec);
+    if (e) {
+        sr_vdi_delete(s->h, location);
+        return e;
+    }
+    xerr_free(sr_sync(x, s, false));
+    *ret = xv_new_string_take(ref);
+    return NULL;
 }
 
 xerr *api_VDI_create(api_ctx *ctx, const xv *p_args, xv **ret)
@@ -1080,17 +1084,7 @@ xerr *api_VDI_create(api_ctx *ctx, const xv *p_args, xv **ret)
     int r = sr_vdi_create(s->h, rounded, &vi);
     if (r < 0)
         return sr_xerr(r, "VDI.create", s->sr_ref, NULL);
-    struct vdi_new_p p = {.sr_ref = s->sr_ref, .rec = vdi_record_new(s->sr_ref, &vi, p_args)};
-    e = store_write(x->st, vdi_new_txn, &p);
-    xv_free(p.rec);
-    if (e) {
-        sr_vdi_delete(s->h, vi.location);
-        return e;
-    }
-    xerr *se = sr_sync(x, s, false);
-    xerr_free(se);
-    *ret = xv_new_string_take(p.ref);
-    return NULL;
+    return record_new_vdi(x, s, vdi_record_new(s->sr_ref, &vi, p_args), vi.location, ret);
 }
 
 static xerr *vdi_forget_txn(store_txn *t, void *ud)
@@ -1241,19 +1235,17 @@ static xerr *vdi_tree_copy(api_ctx *ctx, const char *p_vdi, bool snapshot, xv **
     int r = sr_vdi_snapshot(s->h, rec_str(rec, "location"), &nv, &base);
     if (r < 0)
         return sr_xerr(r, op, s->sr_ref, p_vdi);
-    struct vdi_new_p p = {.sr_ref = s->sr_ref,
-                          .rec = vdi_derived_record(s->sr_ref, rec, p_vdi, &nv, snapshot, false)};
-    e = store_write(x->st, vdi_new_txn, &p);
-    xv_free(p.rec);
-    if (e)
+    AUTO(xv) *nrec = vdi_derived_record(s->sr_ref, rec, p_vdi, &nv, snapshot, false);
+    char *nref = NULL;
+    if ((e = store_create(x->st, CLS(VDI), nrec, &nref)))
         return e;
     /* the base copy's record, the VDI's new parent: from the disk */
     xerr *se = sr_sync(x, s, true);
     if (se) {
-        free(p.ref);
+        free(nref);
         return se;
     }
-    *ret = xv_new_string_take(p.ref);
+    *ret = xv_new_string_take(nref);
     return NULL;
 }
 
@@ -1296,18 +1288,8 @@ xerr *api_VDI_copy(api_ctx *ctx, const char *p_vdi, const char *p_sr, const char
     int r = sr_vdi_copy(src->h, rec_str(rec, "location"), dst->h, &nv);
     if (r < 0)
         return sr_xerr(r, "copy", src_sr, p_vdi);
-    struct vdi_new_p p = {.sr_ref = dst->sr_ref,
-                          .rec = vdi_derived_record(dst->sr_ref, rec, p_vdi, &nv, false, true)};
-    e = store_write(x->st, vdi_new_txn, &p);
-    xv_free(p.rec);
-    if (e) {
-        sr_vdi_delete(dst->h, nv.location);
-        return e;
-    }
-    xerr *se = sr_sync(x, dst, false);
-    xerr_free(se);
-    *ret = xv_new_string_take(p.ref);
-    return NULL;
+    return record_new_vdi(x, dst, vdi_derived_record(dst->sr_ref, rec, p_vdi, &nv, false, true),
+                          nv.location, ret);
 }
 
 xerr *api_VDI_introduce(api_ctx *ctx, const char *p_uuid, const char *p_name_label,
