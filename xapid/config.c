@@ -52,6 +52,21 @@ const config_key config_keys[] = {
     {"task-retention", CFG_INT, S(task_retention), 1, 30 * 86400, "3900",
      "seconds a finished task is kept before it is destroyed"},
     {"log-level", CFG_STR, S(log_level), 0, 0, "info", "debug, info, warn or error"},
+    {"vmm", CFG_STR, S(vmm), 0, 0, NULL,
+     "nuvem-vmm binary (default: ../hypervisor/nuvem-vmm next to xapid, then PATH)"},
+    {"miniguest", CFG_STR, S(miniguest), 0, 0, NULL,
+     "mini guest kernel (default: ../hypervisor/nuvem-miniguest.elf next to xapid)"},
+    {"guest-image-dir", CFG_STR, S(guest_image_dir), 0, 0, NULL,
+     "Debian guest kernel and initrd from scripts/build-guest-image.sh (default: "
+     "../../guest-image next to xapid)"},
+    {"run-dir", CFG_STR, S(run_dir), 0, 0, NULL,
+     "per-VM control sockets, configs and serial logs (default <state-dir>/run)"},
+    {"shutdown-timeout", CFG_INT, S(shutdown_timeout), 1, 86400, "60",
+     "seconds a guest gets to complete a clean shutdown or reboot"},
+    {"vm-memory-overhead", CFG_INT, S(vm_memory_overhead), 0, 1 << 30, "4194304",
+     "host memory counted per running VM besides its RAM, bytes"},
+    {"page-sharing", CFG_INT, S(page_sharing), 0, 1, "1",
+     "1: offer guest RAM to KSM (same-page merging) when VMs start"},
 };
 const size_t config_nkeys = sizeof(config_keys) / sizeof(config_keys[0]);
 

@@ -6,6 +6,7 @@
 #include "mem.h"
 #include "util.h"
 #include "xapid.h"
+#include "vm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,11 +81,13 @@ static int setup_root(xapid *x, bool fresh)
 static void teardown(xapid *x)
 {
     tasks_stop(x);
+    xapid_vm_stop(x);
     xapid_storage_stop(x);
     sessions_free(x);
     store_close(x->st);
     x->st = NULL;
     free(x->host_ref);
+    free(x->http_address);
     free(x->pool_ref);
     config_free(&x->cfg);
 }
@@ -186,6 +189,13 @@ static int run(xapid *xp, int argc, char **argv)
     if (se) {
         log_warn("storage init: %s %s", se->code, se->nparams ? se->params[0] : "");
         xerr_free(se);
+    }
+    xerr *ve = xapid_vm_init(&x);
+    if (ve) {
+        log_err("VM start-up: %s %s", ve->code, ve->nparams ? ve->params[0] : "");
+        xerr_free(ve);
+        teardown(&x);
+        return 1;
     }
     if (tasks_init(&x) < 0)
         return 1;

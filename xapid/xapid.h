@@ -32,6 +32,13 @@ typedef struct xapid_config {
     int64_t task_retention;    /* seconds a finished task is kept */
     char *log_level;
     int64_t manage_pifs; /* 1: start-up re-plugs attached PIFs into their bridges */
+    char *vmm;             /* nuvem-vmm binary */
+    char *miniguest;       /* the bundled mini guest kernel (templates name it nuvem:miniguest) */
+    char *guest_image_dir; /* Linux kernel + initrd of the Debian template (nuvem:debian/...) */
+    char *run_dir;         /* per-VM runtime files (control sockets, configs, serial logs) */
+    int64_t shutdown_timeout; /* seconds a clean shutdown/reboot may take */
+    int64_t vm_memory_overhead; /* bytes of host memory counted per VM on top of its RAM */
+    int64_t page_sharing;       /* 1: new VMs' RAM is offered to KSM */
 } xapid_config;
 
 struct sessions;
@@ -43,6 +50,7 @@ typedef struct xapid {
     char *host_ref;
     char *pool_ref;
     char *host_address;
+    char *http_address; /* HOST:PORT the plain HTTP listener bound (console locations) */
     struct sessions *sessions;
     struct tasks *tasks;
     atomic_bool stopping;
@@ -153,6 +161,12 @@ void xapid_storage_stop(xapid *x);
 xerr *xapid_storage_vdi_attach(xapid *x, const char *vdi, bool rw, char **ret_path,
                                const char **ret_format);
 xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi);
+/* For the raw disk import (vdi_http.c), on a VDI the caller holds attached read-write: a
+ * staging VHD on top of the VDI's leaf that takes the upload (*ret_path caller-frees); commit
+ * makes it the VDI's data in one rename, abort drops it (the VDI is then as it was). */
+xerr *xapid_storage_vdi_stage(xapid *x, const char *vdi, char **ret_path);
+xerr *xapid_storage_vdi_stage_commit(xapid *x, const char *vdi);
+void xapid_storage_vdi_stage_abort(xapid *x, const char *vdi);
 
 /* vdi_http.c: PUT /import_raw_vdi and GET /export_raw_vdi (format=raw|vhd, session_id= or
  * Basic auth, optional task_id=). http.c routes a request whose path vdi_http_path accepts to

@@ -104,6 +104,12 @@ def run(d, home):
     rc, _, err = r.raw(['host-param-set', f'uuid={host.strip()}', 'name-label=host1',
                         'name-description=Default install'])
     r.check(rc == 0, f'host-param-set: {err}')
+    # so is the control domain VM
+    rc, dom0, err = r.raw(['vm-list', 'is-control-domain=true', '--minimal'])
+    r.check(rc == 0 and UUID_RE.fullmatch(dom0.strip()), f'control domain: {dom0!r} {err}')
+    rc, _, err = r.raw(['vm-param-set', f'uuid={dom0.strip()}',
+                        'name-label=Control domain on host: host1'])
+    r.check(rc == 0, f'vm-param-set (control domain): {err}')
 
     # lists, params=, filters, --minimal
     r.golden('host-list', ['host-list'])
