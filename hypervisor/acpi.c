@@ -123,6 +123,12 @@ xerr *acpi_write_tables(const boot_mem *m, unsigned ncpus, uint64_t *ret_rsdp)
 xerr *acpi_write_tables_devs(const boot_mem *m, unsigned ncpus, const acpi_mmio_dev *devs,
                              unsigned ndevs, uint64_t *ret_rsdp)
 {
+    return acpi_write_tables_cpus(m, ncpus, ncpus, devs, ndevs, ret_rsdp);
+}
+
+xerr *acpi_write_tables_cpus(const boot_mem *m, unsigned ncpus, unsigned nenabled,
+                             const acpi_mmio_dev *devs, unsigned ndevs, uint64_t *ret_rsdp)
+{
     uint8_t *base = boot_gpa(m, ACPI_RSDP_ADDR, ACPI_TABLES_SIZE);
     if (!base)
         return xerr_new("INVALID_VALUE", "memory_mib", "too small");
@@ -187,7 +193,8 @@ xerr *acpi_write_tables_devs(const boot_mem *m, unsigned ncpus, const acpi_mmio_
         e[1] = 8;
         e[2] = (uint8_t)i; /* processor UID */
         e[3] = (uint8_t)i; /* APIC ID */
-        put32(e + 4, 1);   /* enabled */
+        /* enabled, or online capable (hot-plug) */
+        put32(e + 4, i < nenabled ? 1 : 2);
     }
     e[0] = 1;
     e[1] = 12;

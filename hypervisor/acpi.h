@@ -23,3 +23,7 @@ typedef struct acpi_mmio_dev {
 /* The same, with virtio-mmio devices declared in \_SB (ndevs at most ACPI_MAX_MMIO_DEVS). */
 xerr *acpi_write_tables_devs(const boot_mem *m, unsigned ncpus, const acpi_mmio_dev *devs,
                              unsigned ndevs, uint64_t *ret_rsdp);
+/* The same, with CPUs from nenabled on listed as online capable (ACPI 6.3 MADT flag bit 1):
+ * present for hot-plug, not started at boot. */
+xerr *acpi_write_tables_cpus(const boot_mem *m, unsigned ncpus, unsigned nenabled,
+                             const acpi_mmio_dev *devs, unsigned ndevs, uint64_t *ret_rsdp);

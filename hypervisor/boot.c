@@ -332,6 +332,11 @@ static uint8_t checksum(const uint8_t *p, size_t n)
 
 xerr *boot_write_mptable(const boot_mem *m, unsigned ncpus)
 {
+    return boot_write_mptable_cpus(m, ncpus, ncpus);
+}
+
+xerr *boot_write_mptable_cpus(const boot_mem *m, unsigned ncpus, unsigned nenabled)
+{
     size_t size = 44 + ncpus * 20 + 8 + 8 + 16 * 8 + 2 * 8;
     if (size > BOOT_MPFP_ADDR - BOOT_MPTABLE_ADDR)
         return xerr_new("INVALID_VALUE", "vcpus", "too many for the MP table");
@@ -342,12 +347,13 @@ xerr *boot_write_mptable(const boot_mem *m, unsigned ncpus)
     uint8_t *e = t + 44;
     uint8_t ioapic_id = (uint8_t)ncpus;
     for (unsigned i = 0; i < ncpus; i++, e += 20) {
-        e[0] = 0;               /* processor */
-        e[1] = (uint8_t)i;      /* LAPIC ID */
-        e[2] = 0x14;            /* LAPIC version */
-        e[3] = 1 | (i ? 0 : 2); /* enabled, BSP */
-        wr32(e + 4, 0x600);     /* signature: family 6 */
-        wr32(e + 8, 0x201);     /* features: FPU, APIC */
+        e[0] = 0;          /* processor */
+        e[1] = (uint8_t)i; /* LAPIC ID */
+        e[2] = 0x14;       /* LAPIC version */
+        /* enabled (the others are hot-pluggable), BSP */
+        e[3] = (uint8_t)((i < nenabled ? 1 : 0) | (i ? 0 : 2));
+        wr32(e + 4, 0x600); /* signature: family 6 */
+        wr32(e + 8, 0x201); /* features: FPU, APIC */
     }
     e[0] = 1; /* bus 0: ISA */
     memcpy(e + 2, "ISA   ", 6);

@@ -51,6 +51,9 @@ void boot_set_rsdp(const boot_mem *m, const boot_entry *be, uint64_t rsdp);
 
 /* Writes an MP table (Intel MPS 1.4) for ncpus CPUs with an IOAPIC and ISA IRQs 0-15. */
 xerr *boot_write_mptable(const boot_mem *m, unsigned ncpus);
+/* The same, with only the first nenabled CPUs enabled: the others exist, start offline and
+ * can be brought up later (vCPU hot-plug). */
+xerr *boot_write_mptable_cpus(const boot_mem *m, unsigned ncpus, unsigned nenabled);
 
 /* Number of e820-style entries written to out (at most max): the guest memory map. */
 size_t boot_memmap(const boot_mem *m, uint64_t (*out)[3], size_t max);

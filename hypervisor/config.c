@@ -84,7 +84,7 @@ static xerr *get_enum(const xv *root, const char *key, const char *const *names,
     return xerr_new("INVALID_VALUE", key, v->u.str.s);
 }
 
-/* disks: [{"path": FILE, "readonly": BOOL}] (raw images for virtio-blk). Errors:
+/* disks: [{"path": FILE, "readonly": BOOL, "format": "raw"|"vhd"|"auto"}] (virtio-blk). Errors:
  * INVALID_VALUE [disks, "disks[N].KEY: why"] or FIELD_TYPE_ERROR [disks[N].KEY]. */
 static xerr *get_disks(const xv *root, vmm_config *c)
 {
@@ -104,7 +104,8 @@ static xerr *get_disks(const xv *root, vmm_config *c)
             return xerr_new("FIELD_TYPE_ERROR", field);
         for (size_t k = 0; k < d->u.st.n; k++) {
             const char *key = d->u.st.keys[k];
-            if (strcmp(key, "path") != 0 && strcmp(key, "readonly") != 0) {
+            if (strcmp(key, "path") != 0 && strcmp(key, "readonly") != 0 &&
+                strcmp(key, "format") != 0) {
                 char why[160];
                 snprintf(why, sizeof(why), "%s.%.64s: unknown key", field, key);
                 return xerr_new("INVALID_VALUE", "disks", why);
@@ -112,8 +113,11 @@ static xerr *get_disks(const xv *root, vmm_config *c)
         }
         vmm_disk *disk = &c->disks[c->ndisks++];
         xerr *e;
+        static const char *const formats[] = {"raw", "vhd", "auto", NULL};
+        int format = VMM_DISK_RAW;
         if ((e = get_string(d, "path", true, &disk->path)) ||
-            (e = get_bool(d, "readonly", &disk->readonly))) {
+            (e = get_bool(d, "readonly", &disk->readonly)) ||
+            (e = get_enum(d, "format", formats, &format))) {
             char sub[160];
             xerr *named;
             if (e->nparams > 1) {
@@ -126,6 +130,7 @@ static xerr *get_disks(const xv *root, vmm_config *c)
             xerr_free(e);
             return named;
         }
+        disk->format = (enum vmm_disk_format)format;
     }
     return NULL;
 }
@@ -193,10 +198,46 @@ static xerr *get_nics(const xv *root, vmm_config *c)
     return NULL;
 }
 
+/* vcpus_max, balloon, agent (after vcpus, disks and nics). The balloon and the agent take
+ * virtio slots after the disks and NICs: asked for explicitly they must fit, by default they
+ * are left out when the slots are full. */
+static xerr *get_live(const xv *root, vmm_config *c)
+{
+    uint64_t max = c->vcpus;
+    xerr *e;
+    if ((e = get_uint(root, "vcpus_max", 1, VMM_MAX_VCPUS, &max)))
+        return e;
+    if (max < c->vcpus)
+        return xerr_new("INVALID_VALUE", "vcpus_max", "below vcpus");
+    c->vcpus_max = (unsigned)max;
+    c->balloon = c->agent = true;
+    if ((e = get_bool(root, "balloon", &c->balloon)) || (e = get_bool(root, "agent", &c->agent)))
+        return e;
+    unsigned used = c->ndisks + c->nnics;
+    if (c->balloon) {
+        if (used < VMM_MAX_DISKS)
+            used++;
+        else if (xv_struct_get(root, "balloon"))
+            return xerr_new("INVALID_VALUE", "balloon", "no free device slot (at most 8 devices)");
+        else
+            c->balloon = false;
+    }
+    if (c->agent) {
+        if (used < VMM_MAX_DISKS)
+            used++;
+        else if (xv_struct_get(root, "agent"))
+            return xerr_new("INVALID_VALUE", "agent", "no free device slot (at most 8 devices)");
+        else
+            c->agent = false;
+    }
+    return NULL;
+}
+
 static const char *const known_keys[] = {
-    "name",      "uuid",      "memory_mib", "vcpus",   "kernel",    "initrd",   "cmdline",
-    "disks",     "nics",      "serial",     "control", "on_reboot", "on_crash", "start_paused",
-    "mem_merge", "hugepages", "acpi",       "sandbox", NULL,
+    "name",      "uuid",         "memory_mib", "vcpus",     "kernel",  "initrd",
+    "cmdline",   "disks",        "nics",       "serial",    "control", "on_reboot",
+    "on_crash",  "start_paused", "mem_merge",  "hugepages", "acpi",    "sandbox",
+    "vcpus_max", "balloon",      "agent",      NULL,
 };
 
 vmm_config *vmm_config_parse(const char *json, size_t len, xerr **ret_err)
@@ -278,6 +319,10 @@ vmm_config *vmm_config_parse(const char *json, size_t len, xerr **ret_err)
         return NULL;
     }
     c->vcpus = (unsigned)vcpus;
+    if ((e = get_live(root, c))) {
+        *ret_err = e;
+        return NULL;
+    }
     c->on_reboot = (enum vmm_on_reboot)on_reboot;
     c->on_crash = (enum vmm_on_crash)on_crash;
     return TAKE_PTR(c);

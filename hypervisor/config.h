@@ -21,10 +21,14 @@ typedef struct vmm_nic {
     uint8_t mac[6];
 } vmm_nic;
 
-/* A virtio-blk disk: a raw image file. */
+/* Image format of a disk: raw bytes, a VHD (chain), or chosen by the VHD footer cookie. */
+enum vmm_disk_format { VMM_DISK_RAW = 0, VMM_DISK_VHD, VMM_DISK_AUTO };
+
+/* A virtio-blk disk: a raw image file or a VHD chain. */
 typedef struct vmm_disk {
     char *path;
     bool readonly;
+    enum vmm_disk_format format; /* `format`: "raw" (default) | "vhd" | "auto" */
 } vmm_disk;
 
 enum vmm_on_reboot { VMM_ON_REBOOT_RESTART = 0, VMM_ON_REBOOT_EXIT };
@@ -49,6 +53,10 @@ typedef struct vmm_config {
     bool hugepages;    /* MADV_HUGEPAGE on guest RAM */
     bool acpi;         /* ACPI tables (RSDP, FADT, MADT, DSDT) besides the MP table */
     bool sandbox;      /* seccomp allowlist and no capabilities once set up (default on) */
+
+    unsigned vcpus_max; /* vCPUs that exist (hot-plug limit, >= vcpus; default vcpus) */
+    bool balloon;       /* virtio-balloon after disks and NICs (default on, if a slot is free) */
+    bool agent;         /* virtio-console guest-agent channel (default on, if a slot is free) */
     vmm_disk disks[VMM_MAX_DISKS]; /* `disks`: [{path, readonly}] in order (vda, vdb, ...) */
     unsigned ndisks;
     vmm_nic nics[VMM_MAX_NICS]; /* `nics`: [{tap, mac}] in order, after the disks */

@@ -7,6 +7,7 @@
 #include "mem.h"
 #include "platform.h"
 #include "util.h"
+#include "virtio_console.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,9 +114,19 @@ static void platform_io(vmm *v, uint16_t off, bool wr, uint8_t *data, unsigned s
             vmm_request_stop(v, VMM_REQ_POWEROFF, "guest-poweroff");
         else if (off == 1 && data[0] == RESET_VALUE)
             vmm_request_stop(v, VMM_REQ_REBOOT, "guest-reset");
+        else if (off == PORT_VCPUS - PORT_SLEEP_CTL) {
+            unsigned n = data[0] < v->nvcpus ? data[0] : v->nvcpus;
+            if (atomic_exchange(&v->vcpus_online, n) != n)
+                vmm_wake(v); /* the main loop sends the `vcpus` event */
+        }
         return;
     }
     memset(data, 0, size);
+    if (off == PORT_VCPUS - PORT_SLEEP_CTL) {
+        pthread_mutex_lock(&v->lock);
+        data[0] = (uint8_t)v->vcpu_target;
+        pthread_mutex_unlock(&v->lock);
+    }
     if (off == 2) {
         pthread_mutex_lock(&v->lock);
         data[0] = v->platform_pending;
@@ -151,7 +162,7 @@ static void zero_io(vmm *v, uint16_t off, bool wr, uint8_t *data, unsigned size)
 
 static const pio_device pio_devices[] = {
     {PORT_COM1, 8, "com1", com1_io},
-    {PORT_SLEEP_CTL, 4, "platform", platform_io},
+    {PORT_SLEEP_CTL, 5, "platform", platform_io},
     {PORT_PANIC, 1, "pvpanic", panic_io},
     {PORT_I8042_DATA, 1, "i8042", i8042_io},
     {PORT_I8042_CMD, 1, "i8042", i8042_io},
@@ -226,6 +237,7 @@ static void handle_exit(vcpu *c)
     struct kvm_run *run = c->run;
     char why[200];
     atomic_fetch_add(&c->exits, 1);
+    c->exit_pending = run->exit_reason == KVM_EXIT_IO || run->exit_reason == KVM_EXIT_MMIO;
     switch (run->exit_reason) {
     case KVM_EXIT_IO: {
         atomic_fetch_add(&c->exits_io, 1);
@@ -303,6 +315,17 @@ static void *vcpu_thread(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     for (;;) {
         pthread_mutex_lock(&v->lock);
+        if ((v->paused || v->halted) && !v->stopping && c->exit_pending) {
+            /* KVM finishes an I/O instruction only on the next KVM_RUN: do that before
+             * parking, running no guest code (immediate_exit), so that a paused vCPU's state
+             * is whole (what `save` reads). Another exit may follow (string I/O). */
+            c->run->immediate_exit = 1;
+            pthread_mutex_unlock(&v->lock);
+            c->exit_pending = false;
+            if (ioctl(c->fd, KVM_RUN, 0) == 0)
+                handle_exit(c);
+            continue;
+        }
         while ((v->paused || v->halted) && !v->stopping) {
             v->parked++;
             pthread_cond_broadcast(&v->cond);
@@ -370,6 +393,14 @@ void machine_platform_request(vmm *v, uint8_t bits)
     pthread_mutex_unlock(&v->lock);
     set_irq(v, IRQ_PLATFORM, 0);
     set_irq(v, IRQ_PLATFORM, 1);
+}
+
+void machine_set_vcpus(vmm *v, unsigned n)
+{
+    pthread_mutex_lock(&v->lock);
+    v->vcpu_target = n;
+    pthread_mutex_unlock(&v->lock);
+    machine_platform_request(v, EVENT_VCPUS);
 }
 
 int64_t machine_guest_resident(vmm *v)
@@ -591,7 +622,12 @@ xerr *machine_create(vmm *v)
     if ((e = boot_load(&v->mem, v->kernel_image, v->kernel_len, v->initrd_image, v->initrd_len,
                        v->cfg->cmdline, &be)))
         return e;
-    if ((e = boot_write_mptable(&v->mem, v->nvcpus)))
+    /* vCPUs beyond the target exist but start offline (hot-plug); a reboot keeps the target. */
+    unsigned enabled = v->vcpu_target && v->vcpu_target < v->nvcpus ? v->vcpu_target : v->nvcpus;
+    v->vcpus_online = enabled; /* until the guest reports */
+    if (v->agent)
+        virtio_console_machine_reset(v->agent);
+    if ((e = boot_write_mptable_cpus(&v->mem, v->nvcpus, enabled)))
         return e;
     acpi_mmio_dev adevs[VIRTIO_MAX_DEVICES];
     for (unsigned i = 0; i < v->nvdevs; i++) {
@@ -602,7 +638,7 @@ xerr *machine_create(vmm *v)
     }
     if (v->cfg->acpi) {
         uint64_t rsdp;
-        if ((e = acpi_write_tables_devs(&v->mem, v->nvcpus, adevs, v->nvdevs, &rsdp)))
+        if ((e = acpi_write_tables_cpus(&v->mem, v->nvcpus, enabled, adevs, v->nvdevs, &rsdp)))
             return e;
         boot_set_rsdp(&v->mem, &be, rsdp);
     }

@@ -3,11 +3,13 @@
  * blocks on a client, while one thread per vCPU runs the guest. */
 #define _GNU_SOURCE
 #include "ctl.h"
+#include "live.h"
 #include "log.h"
 #include "mem.h"
 #include "platform.h"
 #include "sandbox.h"
 #include "sbuf.h"
+#include "snapshot.h"
 #include "util.h"
 #include "virtio_blk.h"
 #include "virtio_net.h"
@@ -58,6 +60,8 @@ typedef struct server {
     int exit_code;
     const char *status;     /* running, paused, crashed, shutdown */
     const char *quit_event; /* reason of the shutdown event sent when the loop ends */
+    const char *restored;   /* --restore PATH: announced to the first control client */
+    bool restore_announced;
 } server;
 
 /* ---- clients ---- */
@@ -157,7 +161,8 @@ static xerr *cmd_query_status(server *s, client *c, const xv *args, xv **ret)
     xv *r = xv_new_struct();
     xv_struct_set(r, "status", xv_new_string(s->status));
     xv_struct_set(r, "running", xv_new_bool(strcmp(s->status, "running") == 0));
-    xv_struct_set(r, "vcpus", xv_new_int(v->nvcpus));
+    xv_struct_set(r, "vcpus", xv_new_int(v->vcpu_target)); /* set-vcpus moves it */
+    live_add_status(v, r);
     xv_struct_set(r, "memory_mib", xv_new_int((int64_t)v->cfg->memory_mib));
     xv_struct_set(r, "boots", xv_new_int((int64_t)v->boots));
     xv_struct_set(r, "uptime", xv_new_float(now_monotonic() - v->boot_time));
@@ -294,6 +299,10 @@ static xerr *cmd_stats(server *s, client *c, const xv *args, xv **ret)
         xv_struct_set(o, "read_bytes", xv_new_int((int64_t)bs.read_bytes));
         xv_struct_set(o, "write_bytes", xv_new_int((int64_t)bs.write_bytes));
         xv_struct_set(o, "errors", xv_new_int((int64_t)bs.errors));
+        xv_struct_set(o, "discards", xv_new_int((int64_t)bs.discards));
+        xv_struct_set(o, "write_zeroes", xv_new_int((int64_t)bs.write_zeroes));
+        xv_struct_set(o, "capacity", xv_new_int((int64_t)virtio_blk_size(v->disks[i])));
+        xv_struct_set(o, "format", xv_new_string(virtio_blk_format(v->disks[i])));
         xv_array_append(disks, o);
     }
     xv_struct_set(r, "disks", disks);
@@ -311,6 +320,7 @@ static xerr *cmd_stats(server *s, client *c, const xv *args, xv **ret)
         xv_array_append(nics, o);
     }
     xv_struct_set(r, "nics", nics);
+    live_add_stats(v, r);
     *ret = r;
     return NULL;
 }
@@ -342,7 +352,102 @@ static xerr *cmd_send_console(server *s, client *c, const xv *args, xv **ret)
     return NULL;
 }
 
+/* resize-disk {index, size}: grows disk `index` to `size` bytes while the guest runs. */
+static xerr *cmd_resize_disk(server *s, client *c, const xv *args, xv **ret)
+{
+    int64_t index = -1, size = -1;
+    xerr *e = ctl_arg_int(args, "index", &index);
+    if (!e)
+        e = ctl_arg_int(args, "size", &size);
+    if (e)
+        return e;
+    if (index < 0 || (uint64_t)index >= s->v->ndisks) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)index);
+        return xerr_new("INVALID_VALUE", "index", index < 0 ? "missing" : "no such disk", buf);
+    }
+    if (size < 0)
+        return xerr_new("INVALID_VALUE", "size", "missing");
+    e = virtio_blk_resize(s->v->disks[index], (uint64_t)size);
+    if (e)
+        return e;
+    xv *r = xv_new_struct();
+    xv_struct_set(r, "size", xv_new_int((int64_t)virtio_blk_size(s->v->disks[index])));
+    *ret = r;
+    return NULL;
+}
+
+/* save {path}: pauses the VM (if running), writes its whole state to a new file at path,
+ * fsyncs it and leaves the VM paused (then `quit`, or `resume` to go on). The file is opened
+ * before the pause: a path that exists or cannot be created changes nothing. A failure while
+ * writing removes the partial file and leaves the VM paused. */
+static xerr *cmd_save(server *s, client *c, const xv *args, xv **ret)
+{
+    vmm *v = s->v;
+    const char *path = NULL;
+    xerr *e = ctl_arg_string(args, "path", &path);
+    if (e)
+        return e;
+    if (!path || !*path)
+        return xerr_new("INVALID_VALUE", "path", "missing");
+    if (strcmp(s->status, "running") != 0 && strcmp(s->status, "paused") != 0)
+        return bad_state(s, "running");
+    double t0 = now_monotonic();
+    /* O_EXCL: never overwrite; the sandbox allows openat (see README.md, Sandbox). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return xerr_new("INVALID_VALUE", "path", errno == EEXIST ? "exists" : strerror(errno));
+    if (strcmp(s->status, "running") == 0) {
+        machine_pause(v);
+        s->status = "paused";
+        broadcast_event(s, "paused", NULL);
+    }
+    uint64_t bytes = 0;
+    e = snapshot_save(v, fd, &bytes);
+    if (!e && fsync(fd) < 0)
+        e = xerr_internal("save: fsync: %s", strerror(errno));
+    if (close(fd) < 0 && !e)
+        e = xerr_internal("save: close: %s", strerror(errno));
+    if (e) {
+        unlink(path);
+        return e;
+    }
+    /* The new name durable too: fsync the directory. */
+    AUTOFREE char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir ? 1 : 0] = 0;
+    AUTOCLOSE int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0)
+        fsync(dfd);
+    double secs = now_monotonic() - t0;
+    log_info("saved to %s: %llu bytes in %.3f s", path, (unsigned long long)bytes, secs);
+    xv *r = xv_new_struct();
+    xv_struct_set(r, "bytes", xv_new_int((int64_t)bytes));
+    xv_struct_set(r, "seconds", xv_new_float(secs));
+    xv_struct_set(r, "path", xv_new_string(path));
+    *ret = r;
+    return NULL;
+}
+
 static xerr *cmd_query_commands(server *s, client *c, const xv *args, xv **ret);
+
+/* Live features (live.c): balloon, vCPU hot-plug, guest agent. */
+#define LIVE_CMD(name, fn)                                                                         \
+    static xerr *name(server *s, client *c, const xv *args, xv **ret)                              \
+    {                                                                                              \
+        return fn(s->v, args, ret);                                                                \
+    }
+LIVE_CMD(cmd_set_balloon_target, live_set_balloon_target)
+LIVE_CMD(cmd_query_balloon, live_query_balloon)
+LIVE_CMD(cmd_set_vcpus, live_set_vcpus)
+LIVE_CMD(cmd_query_guest, live_query_guest)
+LIVE_CMD(cmd_guest_set, live_guest_set)
+
+static void live_emit(void *opaque, const char *event, xv *data)
+{
+    broadcast_event(opaque, event, data);
+}
 
 static const struct {
     const char *name;
@@ -359,6 +464,13 @@ static const struct {
     {"console", cmd_console},
     {"send-console", cmd_send_console},
     {"query-commands", cmd_query_commands},
+    {"save", cmd_save},
+    {"resize-disk", cmd_resize_disk},
+    {"set-balloon-target", cmd_set_balloon_target},
+    {"query-balloon", cmd_query_balloon},
+    {"set-vcpus", cmd_set_vcpus},
+    {"query-guest", cmd_query_guest},
+    {"guest-set", cmd_guest_set},
 };
 
 static xerr *cmd_query_commands(server *s, client *c, const xv *args, xv **ret)
@@ -479,11 +591,21 @@ static void accept_client(server *s, int lfd, client_kind kind)
             xv_struct_set(body, "uuid", xv_new_string(v->cfg->uuid));
         xv_struct_set(body, "pid", xv_new_int(getpid()));
         xv_struct_set(body, "status", xv_new_string(s->status));
+        if (s->restored)
+            xv_struct_set(body, "restored", xv_new_string(s->restored));
         xv_struct_set(g, "greeting", body);
         AUTOFREE char *json = xv_to_json(g);
         xv_free(g);
         AUTOFREE char *line = xasprintf("%s\n", json);
         client_send(c, line);
+        if (s->restored && !s->restore_announced) {
+            /* The restore happened before anyone could listen: tell the first client. */
+            s->restore_announced = true;
+            xv *d = xv_new_struct();
+            xv_struct_set(d, "path", xv_new_string(s->restored));
+            broadcast_event(s, "restored", d);
+            broadcast_event(s, s->status, NULL); /* running or paused, as after a start */
+        }
     } else {
         c->serial_seq = 0; /* console socket readers get the retained history first */
     }
@@ -613,6 +735,8 @@ static void run_loop(server *s)
     client **map = xcalloc(MAX_CLIENTS, sizeof(*map));
     client *dead[MAX_CLIENTS];
     while (!s->quit) {
+        /* Live events first: what they queue for clients is flushed in this round. */
+        int live_ms = live_poll(v, live_emit, s);
         size_t n = 0;
         pfd[n++] = (struct pollfd){.fd = s->sig_fd, .events = POLLIN};
         pfd[n++] = (struct pollfd){.fd = v->wake_fd, .events = POLLIN};
@@ -629,8 +753,12 @@ static void run_loop(server *s)
             map[nc++] = c;
             pfd[n++] = (struct pollfd){.fd = c->fd, .events = ev};
         }
-        /* Input waits for guest space; a serial notify (wake_fd) re-arms it. */
-        int r = poll(pfd, n, input_space ? -1 : 100);
+        /* Input waits for guest space; a serial notify (wake_fd) re-arms it. Coalesced
+         * live events (balloon, vcpus, guest-data) wait at most until they are due. */
+        int timeout = input_space ? -1 : 100;
+        if (live_ms >= 0 && (timeout < 0 || live_ms < timeout))
+            timeout = live_ms;
+        int r = poll(pfd, n, timeout);
         if (r < 0 && errno != EINTR) {
             log_err("poll: %s", strerror(errno));
             break;
@@ -703,8 +831,10 @@ static void run_loop(server *s)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: nuvem-vmm [--log-level debug|info|warn|error] [--check] CONFIG.json\n"
-               "Runs one VM described by CONFIG.json; see hypervisor/README.md.\n"
+    fprintf(f, "usage: nuvem-vmm [--log-level debug|info|warn|error] [--check] [--restore FILE]\n"
+               "                 CONFIG.json\n"
+               "Runs one VM described by CONFIG.json; see hypervisor/README.md. --restore\n"
+               "continues a VM saved to FILE (control command `save`) with the same config.\n"
                "Exit status: 0 shutdown/quit, 1 error, 2 guest reboot (on_reboot=exit),\n"
                "3 guest crash (on_crash=exit).\n");
 }
@@ -716,13 +846,18 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"restore", required_argument, NULL, 'r'},
         {NULL, 0, NULL, 0},
     };
     bool check_only = false;
+    const char *restore_path = NULL;
     int o;
     log_set_level(LOG_LVL_INFO);
-    while ((o = getopt_long(argc, argv, "l:chV", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "l:chVr:", opts, NULL)) != -1) {
         switch (o) {
+        case 'r':
+            restore_path = optarg;
+            break;
         case 'l':
             if (!strcmp(optarg, "debug"))
                 log_set_level(LOG_LVL_DEBUG);
@@ -781,7 +916,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    vmm v = {.cfg = cfg, .kvm_fd = -1, .vm_fd = -1, .serial_log_fd = -1, .nvcpus = cfg->vcpus};
+    vmm v = {.cfg = cfg, .kvm_fd = -1, .vm_fd = -1, .serial_log_fd = -1, .nvcpus = cfg->vcpus_max};
     pthread_mutex_init(&v.lock, NULL);
     pthread_cond_init(&v.cond, NULL);
     server s = {.v = &v, .ctl_fd = -1, .con_fd = -1, .sig_fd = -1, .exit_code = EXIT_ERROR};
@@ -810,7 +945,9 @@ int main(int argc, char **argv)
         goto out;
     /* Disk images are opened (and locked) before the sandbox: it allows no new files. */
     for (unsigned i = 0; i < cfg->ndisks; i++) {
-        xerr *de = virtio_blk_open(i, cfg->disks[i].path, cfg->disks[i].readonly, &v.disks[i]);
+        static const char *const formats[] = {"raw", "vhd", "auto"};
+        xerr *de = virtio_blk_open_format(i, cfg->disks[i].path, formats[cfg->disks[i].format],
+                                          cfg->disks[i].readonly, &v.disks[i]);
         if (de) {
             /* An image that cannot be used is a configuration error (exit 1, no VM). */
             log_err("bad config: %s %s %s (%s)", de->code, de->nparams > 0 ? de->params[0] : "",
@@ -832,6 +969,28 @@ int main(int argc, char **argv)
         v.nnics++;
         v.vdevs[v.nvdevs++] = virtio_net_dev(v.nics[i]);
     }
+    live_setup(&v); /* balloon and agent devices after the disks and NICs */
+    v.paused = cfg->start_paused;
+    if (restore_path) {
+        /* Restore reads the file before the sandbox and before any device thread runs; the
+         * machine is built and loaded here, and only started below. */
+        AUTO(snapshot_file) *sf = NULL;
+        xerr *re = snapshot_open(restore_path, &v, &sf);
+        if (!re)
+            re = machine_create(&v);
+        if (!re)
+            re = snapshot_restore(sf, &v);
+        if (re) {
+            /* INVALID_VALUE [restore, why] from the file, INTERNAL_ERROR [why] from KVM */
+            const char *why = re->code;
+            if (re->nparams)
+                why = re->params[re->nparams > 1 ? 1 : 0];
+            log_err("cannot restore %s: %s", restore_path, why);
+            xerr_free(re);
+            goto out;
+        }
+        s.restored = restore_path;
+    }
     if (cfg->sandbox && vmm_sandbox() < 0)
         goto out;
     /* Device threads start once the filter is in place, so that they run under it too. */
@@ -851,8 +1010,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    v.paused = cfg->start_paused;
-    xerr *e = machine_create(&v);
+    xerr *e = restore_path ? NULL : machine_create(&v);
     if (!e)
         e = machine_start(&v);
     if (e) {
@@ -862,8 +1020,9 @@ int main(int argc, char **argv)
         goto out;
     }
     s.status = v.paused ? "paused" : "running";
-    log_info("VM %s started: %u vCPU(s), %llu MiB, kernel %s", cfg->name ? cfg->name : "", v.nvcpus,
-             (unsigned long long)cfg->memory_mib, cfg->kernel);
+    log_info("VM %s %s: %u vCPU(s), %llu MiB, kernel %s", cfg->name ? cfg->name : "",
+             restore_path ? "restored" : "started", v.nvcpus, (unsigned long long)cfg->memory_mib,
+             cfg->kernel);
     run_loop(&s);
     rc = s.exit_code;
 out:
@@ -886,6 +1045,7 @@ out:
         virtio_blk_free(v.disks[i]);
     for (unsigned i = 0; i < v.nnics; i++)
         virtio_net_free(v.nics[i]);
+    live_free(&v);
     if (v.serial_log_fd >= 0)
         close(v.serial_log_fd);
     if (v.wake_fd >= 0)

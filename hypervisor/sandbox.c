@@ -35,6 +35,9 @@ static const int allowed[] = {
     SYS_pread64,
     SYS_pwrite64,  /* virtio-blk writes, on the disk I/O threads */
     SYS_fdatasync, /* virtio-blk flush */
+    SYS_fsync,     /* `save`: the snapshot file and its directory */
+    SYS_fallocate, /* virtio-blk discard / write-zeroes (punch hole, zero range) */
+    SYS_ftruncate, /* resize-disk of a raw image */
     SYS_close,
     SYS_poll,
     SYS_ppoll,

@@ -293,3 +293,40 @@ void serial_counters(serial *s, uint64_t *ret_out, uint64_t *ret_in)
     *ret_in = s->bytes_in;
     pthread_mutex_unlock(&s->lock);
 }
+
+void serial_get_state(serial *s, serial_state *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    pthread_mutex_lock(&s->lock);
+    ret->ier = s->ier;
+    ret->lcr = s->lcr;
+    ret->mcr = s->mcr;
+    ret->scr = s->scr;
+    ret->dll = s->dll;
+    ret->dlm = s->dlm;
+    ret->fcr = s->fcr;
+    ret->thre_pending = s->thre_pending;
+    ret->in_len = (uint32_t)s->in_len;
+    for (size_t i = 0; i < s->in_len; i++)
+        ret->in[i] = s->in[(s->in_head + i) % SERIAL_INPUT_SIZE];
+    pthread_mutex_unlock(&s->lock);
+}
+
+void serial_set_state(serial *s, const serial_state *st)
+{
+    pthread_mutex_lock(&s->lock);
+    s->ier = st->ier & 0x0f;
+    s->lcr = st->lcr;
+    s->mcr = st->mcr & 0x1f;
+    s->scr = st->scr;
+    s->dll = st->dll;
+    s->dlm = st->dlm;
+    s->fcr = st->fcr;
+    s->thre_pending = st->thre_pending;
+    s->in_head = 0;
+    s->in_len = st->in_len <= SERIAL_INPUT_SIZE ? st->in_len : SERIAL_INPUT_SIZE;
+    memcpy(s->in, st->in, s->in_len);
+    s->irq_level = 0; /* the new machine's line is low: raise it if the state says so */
+    update_irq_locked(s);
+    pthread_mutex_unlock(&s->lock);
+}

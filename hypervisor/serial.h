@@ -37,3 +37,13 @@ size_t serial_push_input(serial *s, const char *buf, size_t n);
 size_t serial_input_space(serial *s);
 /* Counters for stats. */
 void serial_counters(serial *s, uint64_t *ret_out, uint64_t *ret_in);
+/* Guest-visible UART state for save/restore: registers and the queued input. */
+typedef struct serial_state {
+    uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
+    bool thre_pending;
+    uint32_t in_len;
+    char in[SERIAL_INPUT_SIZE]; /* oldest first */
+} serial_state;
+void serial_get_state(serial *s, serial_state *ret);
+/* Loads the state and drives the interrupt line to what it implies. */
+void serial_set_state(serial *s, const serial_state *st);

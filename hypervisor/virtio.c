@@ -1,7 +1,9 @@
 /* virtio-mmio transport (version 2) and split virtqueues (see virtio.h). Layouts from the
  * virtio 1.1 specification, sections 2.6 (split virtqueues) and 4.2 (virtio over MMIO). */
 #include "virtio.h"
+#include "snapshot.h"
 
+#include <errno.h>
 #include <string.h>
 
 /* ---- split virtqueues ---- */
@@ -293,4 +295,89 @@ void virtio_mmio_access(virtio_dev *d, uint64_t off, bool is_write, uint8_t *dat
         memset(data, 0xff, len); /* registers are 32-bit wide and aligned */
     }
     pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- save / restore (the transport; the device model adds its own state) ---- */
+
+#define VIRTIO_SAVE_VERSION 1
+
+void virtio_dev_save_locked(virtio_dev *d, struct sbuf *out)
+{
+    sbuf dev = SBUF_INIT;
+    if (d->ops->save)
+        d->ops->save(d, &dev); /* first: it may complete requests, moving the queues */
+    snap_put_u32(out, VIRTIO_SAVE_VERSION);
+    snap_put_u32(out, d->device_id);
+    snap_put_u32(out, d->nqueues);
+    snap_put_u64(out, d->driver_features);
+    snap_put_u32(out, d->device_features_sel);
+    snap_put_u32(out, d->driver_features_sel);
+    snap_put_u32(out, d->queue_sel);
+    snap_put_u32(out, d->status);
+    snap_put_u32(out, d->isr);
+    snap_put_u32(out, d->config_generation);
+    for (unsigned i = 0; i < d->nqueues && i < VIRTIO_MAX_QUEUES; i++) {
+        const virtq *q = &d->q[i];
+        snap_put_u16(out, q->num);
+        snap_put_u8(out, q->ready);
+        snap_put_u8(out, 0);
+        snap_put_u64(out, q->desc);
+        snap_put_u64(out, q->avail);
+        snap_put_u64(out, q->used);
+        snap_put_u16(out, q->last_avail);
+        snap_put_u16(out, q->used_idx);
+    }
+    snap_put_u32(out, (uint32_t)dev.len);
+    snap_put(out, dev.data, dev.len);
+    sbuf_release(&dev);
+}
+
+int virtio_dev_load(virtio_dev *d, const uint8_t *data, size_t len)
+{
+    snap_reader r = {.p = data, .len = len};
+    if (snap_get_u32(&r) != VIRTIO_SAVE_VERSION || snap_get_u32(&r) != d->device_id ||
+        snap_get_u32(&r) != d->nqueues || d->nqueues > VIRTIO_MAX_QUEUES)
+        return -EINVAL;
+    pthread_mutex_lock(&d->lock);
+    int rc = -EINVAL;
+    d->driver_features = snap_get_u64(&r);
+    d->device_features_sel = snap_get_u32(&r);
+    d->driver_features_sel = snap_get_u32(&r);
+    d->queue_sel = snap_get_u32(&r);
+    d->status = snap_get_u32(&r);
+    d->isr = snap_get_u32(&r);
+    d->config_generation = snap_get_u32(&r);
+    if (d->driver_features & ~d->features)
+        goto out;
+    for (unsigned i = 0; i < d->nqueues; i++) {
+        virtq *q = &d->q[i];
+        q->num = snap_get_u16(&r);
+        q->ready = snap_get_u8(&r) != 0;
+        (void)snap_get_u8(&r);
+        q->desc = snap_get_u64(&r);
+        q->avail = snap_get_u64(&r);
+        q->used = snap_get_u64(&r);
+        q->last_avail = snap_get_u16(&r);
+        q->used_idx = snap_get_u16(&r);
+        if (q->ready && !virtq_valid(q, d->mem))
+            goto out;
+    }
+    uint32_t dev_len = snap_get_u32(&r);
+    if (r.bad || dev_len != r.len - r.off)
+        goto out;
+    if (d->ops->load ? d->ops->load(d, data + r.off, dev_len) < 0 : dev_len != 0)
+        goto out;
+    set_line(d);
+    /* Requests the driver queued (and notified) before the save are served now. */
+    if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET) &&
+        d->ops->notify)
+        for (unsigned i = 0; i < d->nqueues; i++)
+            if (d->q[i].ready)
+                d->ops->notify(d, i);
+    rc = 0;
+out:
+    if (rc < 0)
+        reset_locked(d);
+    pthread_mutex_unlock(&d->lock);
+    return rc;
 }

@@ -69,7 +69,12 @@
 #define VIRTQ_MAX_SIZE    256
 #define VIRTIO_MAX_QUEUES 2
 
-enum virtio_device_id { VIRTIO_ID_NET = 1, VIRTIO_ID_BLOCK = 2 };
+enum virtio_device_id {
+    VIRTIO_ID_NET = 1,
+    VIRTIO_ID_BLOCK = 2,
+    VIRTIO_ID_CONSOLE = 3,
+    VIRTIO_ID_BALLOON = 5,
+};
 
 /* One split virtqueue, as the driver configured it. */
 typedef struct virtq {
@@ -104,6 +109,7 @@ void virtq_push(virtq *q, const boot_mem *m, uint16_t head, uint32_t written);
 bool virtq_valid(const virtq *q, const boot_mem *m);
 
 typedef struct virtio_dev virtio_dev;
+struct sbuf;
 
 typedef struct virtio_dev_ops {
     /* The driver notified queue q (called with d->lock held). */
@@ -115,6 +121,13 @@ typedef struct virtio_dev_ops {
     void (*reset)(virtio_dev *d);
     /* Device config writes (off from VIRTIO_MMIO_CONFIG); may be NULL (ignored). */
     void (*config_write)(virtio_dev *d, uint32_t off, const uint8_t *data, unsigned len);
+    /* Save/restore (may be NULL: nothing beyond the transport). save: called with d->lock
+     * held while the vCPUs are paused; waits (on d->lock) until the device's threads no
+     * longer use guest memory (in-flight requests complete), then appends the device's own
+     * state to out; the caller keeps d->lock until the snapshot is written. load: restores
+     * what save wrote (d->lock held); returns 0 or -EINVAL for malformed state. */
+    void (*save)(virtio_dev *d, struct sbuf *out);
+    int (*load)(virtio_dev *d, const uint8_t *data, size_t len);
 } virtio_dev_ops;
 
 struct virtio_dev {
@@ -150,6 +163,12 @@ void virtio_dev_detach(virtio_dev *d);
 void virtio_mmio_access(virtio_dev *d, uint64_t off, bool is_write, uint8_t *data, unsigned len);
 /* Raises InterruptStatus bits and the line (called with d->lock held, e.g. from notify). */
 void virtio_raise_locked(virtio_dev *d, uint32_t bits);
+/* Save/restore of the transport (status, features, queues, ISR) plus the device's own state
+ * (ops->save/load). save_locked: with d->lock held (see virtio_dev_ops.save). load: on an
+ * attached device of the same kind; raises the line if ISR is set and serves what the
+ * driver queued before the save. Returns 0 or -EINVAL (malformed or mismatched state). */
+void virtio_dev_save_locked(virtio_dev *d, struct sbuf *out);
+int virtio_dev_load(virtio_dev *d, const uint8_t *data, size_t len);
 /* Whether the driver negotiated feature bit `bit`. */
 static inline bool virtio_has(const virtio_dev *d, unsigned bit)
 {

@@ -1,9 +1,13 @@
-/* virtio-blk on a raw image file (see virtio_blk.h). Layouts from the virtio 1.1
+/* virtio-blk on a raw image or a VHD chain (see virtio_blk.h). Layouts from the virtio 1.1
  * specification, section 5.2. */
 #define _GNU_SOURCE
 #include "virtio_blk.h"
+#include "blk_backend.h"
 #include "log.h"
 #include "mem.h"
+#include "snapshot.h"
+
+#include <stdatomic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,17 +15,18 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 struct virtio_blk {
     virtio_dev dev;
     unsigned index;
-    int fd;
     bool readonly;
-    uint64_t size;     /* bytes */
-    uint64_t capacity; /* 512-byte sectors */
+    /* The image: used by one request at a time, under io_lock (the I/O thread, or a resize
+     * from the control thread). io_lock is never taken with dev.lock held by the I/O thread,
+     * nor dev.lock with io_lock held by a resize. */
+    blk_backend *be;
+    pthread_mutex_t io_lock;
+    _Atomic uint64_t capacity; /* 512-byte sectors; grows with a resize */
     char id[VIRTIO_BLK_ID_LEN + 1];
     virtio_blk_stats stats; /* under dev.lock */
     /* The I/O thread (once started): notifies kick it; requests run outside dev.lock. */
@@ -32,36 +37,76 @@ struct virtio_blk {
     pthread_cond_t idle;
 };
 
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4);
+}
+
+/* struct virtio_blk_config up to write_zeroes_may_unmap (little-endian host). */
 static void blk_config_read(virtio_dev *d, uint32_t off, uint8_t *data, unsigned len)
 {
     virtio_blk *b = d->opaque;
-    uint8_t cfg[24] = {0};
-    memcpy(cfg, &b->capacity, 8);
-    uint32_t seg_max = VIRTIO_BLK_SEG_MAX, blk_size = 512;
-    memcpy(cfg + 12, &seg_max, 4);
-    memcpy(cfg + 20, &blk_size, 4);
+    uint8_t cfg[60] = {0};
+    uint64_t cap = atomic_load(&b->capacity);
+    memcpy(cfg, &cap, 8);
+    put32(cfg + 12, VIRTIO_BLK_SEG_MAX);
+    put32(cfg + 20, 512); /* blk_size */
+    if (d->features & (1ull << VIRTIO_BLK_F_DISCARD)) {
+        put32(cfg + 36, VIRTIO_BLK_MAX_DZ_SECTORS); /* max_discard_sectors */
+        put32(cfg + 40, VIRTIO_BLK_MAX_DZ_SEG);     /* max_discard_seg */
+        put32(cfg + 44, 8);                         /* discard_sector_alignment: 4 KiB */
+    }
+    if (d->features & (1ull << VIRTIO_BLK_F_WRITE_ZEROES)) {
+        put32(cfg + 48, VIRTIO_BLK_MAX_DZ_SECTORS); /* max_write_zeroes_sectors */
+        put32(cfg + 52, VIRTIO_BLK_MAX_DZ_SEG);     /* max_write_zeroes_seg */
+        cfg[56] = b->be->ops->discard != NULL;      /* write_zeroes_may_unmap */
+    }
     if (off < sizeof(cfg))
         memcpy(data, cfg + off, len < sizeof(cfg) - off ? len : sizeof(cfg) - off);
 }
 
-/* Whole-buffer positional I/O; false on an error or a short transfer (end of file). */
-static bool io_full(int fd, bool write, uint8_t *p, size_t len, uint64_t off)
+static void io_warn(virtio_blk *b, const char *what, uint64_t sector, int r)
 {
-    while (len) {
-        ssize_t n = write ? pwrite(fd, p, len, (off_t)off) : pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n < 0)
-                log_warn("virtio-blk %s at %llu: %s", write ? "write" : "read",
-                         (unsigned long long)off, strerror(errno));
-            return false;
-        }
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
+    log_warn("virtio-blk %u: %s at sector %llu: %s", b->index, what, (unsigned long long)sector,
+             strerror(-r));
+}
+
+/* Discard and write-zeroes: ranges of 16 bytes (le64 sector, le32 num_sectors, le32 flags
+ * with bit 0 = unmap) in the readable data buffers. */
+static uint8_t blk_ranges(virtio_blk *b, virtq_chain *c, unsigned first, unsigned end,
+                          uint64_t total, bool zeroes)
+{
+    uint8_t buf[16 * VIRTIO_BLK_MAX_DZ_SEG];
+    if (!total || total % 16 || total > sizeof(buf) || b->readonly)
+        return VIRTIO_BLK_S_IOERR;
+    size_t n = 0;
+    for (unsigned i = first; i < end; i++) {
+        if (c->seg[i].len)
+            memcpy(buf + n, c->seg[i].data, c->seg[i].len);
+        n += c->seg[i].len;
     }
-    return true;
+    uint64_t cap = atomic_load(&b->capacity);
+    for (size_t k = 0; k < n; k += 16) {
+        uint64_t sector;
+        uint32_t count, flags;
+        memcpy(&sector, buf + k, 8);
+        memcpy(&count, buf + k + 8, 4);
+        memcpy(&flags, buf + k + 12, 4);
+        if ((flags & ~1u) || (!zeroes && (flags & 1)))
+            return VIRTIO_BLK_S_UNSUPP; /* the spec: unmap is for write-zeroes only */
+        if (sector > cap || count > cap - sector || count > VIRTIO_BLK_MAX_DZ_SECTORS)
+            return VIRTIO_BLK_S_IOERR;
+        if (!count)
+            continue;
+        int r =
+            zeroes ? b->be->ops->write_zeroes(b->be, sector * 512, (uint64_t)count * 512, flags & 1)
+                   : b->be->ops->discard(b->be, sector * 512, (uint64_t)count * 512);
+        if (r < 0) {
+            io_warn(b, zeroes ? "write-zeroes" : "discard", sector, r);
+            return VIRTIO_BLK_S_IOERR;
+        }
+    }
+    return VIRTIO_BLK_S_OK;
 }
 
 /* Serves one request; returns the bytes written into the guest's buffers. */
@@ -83,18 +128,23 @@ static uint32_t blk_request(virtio_blk *b, virtq_chain *c, virtio_blk_stats *st)
     last->len--;
     uint64_t total = 0;
     bool dir_ok = true;
+    /* Data the device reads (writes, ranges) or writes (reads, the id). */
+    bool dev_reads = type == VIRTIO_BLK_T_OUT || type == VIRTIO_BLK_T_DISCARD ||
+                     type == VIRTIO_BLK_T_WRITE_ZEROES;
     for (unsigned i = first; i < end; i++) {
         total += c->seg[i].len;
         if (c->seg[i].len)
-            dir_ok = dir_ok && c->seg[i].writable == (type != VIRTIO_BLK_T_OUT);
+            dir_ok = dir_ok && c->seg[i].writable == !dev_reads;
     }
+    uint64_t capacity = atomic_load(&b->capacity);
+    blk_backend *be = b->be;
     uint8_t s = VIRTIO_BLK_S_OK;
     uint32_t written = 0;
     switch (type) {
     case VIRTIO_BLK_T_IN:
     case VIRTIO_BLK_T_OUT: {
         bool wr = type == VIRTIO_BLK_T_OUT;
-        if (!dir_ok || total % 512 || sector > b->capacity || total / 512 > b->capacity - sector ||
+        if (!dir_ok || total % 512 || sector > capacity || total / 512 > capacity - sector ||
             (wr && b->readonly)) {
             s = VIRTIO_BLK_S_IOERR;
             break;
@@ -102,8 +152,18 @@ static uint32_t blk_request(virtio_blk *b, virtq_chain *c, virtio_blk_stats *st)
         uint64_t off = sector * 512;
         for (unsigned i = first; i < end && s == VIRTIO_BLK_S_OK; i++) {
             virtq_seg *g = &c->seg[i];
-            if (g->len && !io_full(b->fd, wr, g->data, g->len, off))
+            /* A segment that is not a whole number of sectors (the total is) would need a
+             * bounce buffer; no driver sends one. */
+            int r = 0;
+            if (g->len % 512)
+                r = -EINVAL;
+            else if (g->len)
+                r = wr ? be->ops->write(be, g->data, off, g->len)
+                       : be->ops->read(be, g->data, off, g->len);
+            if (r < 0) {
+                io_warn(b, wr ? "write" : "read", off / 512, r);
                 s = VIRTIO_BLK_S_IOERR;
+            }
             off += g->len;
         }
         if (s == VIRTIO_BLK_S_OK) {
@@ -118,14 +178,33 @@ static uint32_t blk_request(virtio_blk *b, virtq_chain *c, virtio_blk_stats *st)
         }
         break;
     }
-    case VIRTIO_BLK_T_FLUSH:
-        if (!b->readonly && fdatasync(b->fd) < 0) {
-            log_warn("virtio-blk flush: %s", strerror(errno));
+    case VIRTIO_BLK_T_FLUSH: {
+        int r = be->ops->flush(be);
+        if (r < 0) {
+            io_warn(b, "flush", 0, r);
             s = VIRTIO_BLK_S_IOERR;
         } else {
             st->flushes++;
         }
         break;
+    }
+    case VIRTIO_BLK_T_DISCARD:
+    case VIRTIO_BLK_T_WRITE_ZEROES: {
+        bool zeroes = type == VIRTIO_BLK_T_WRITE_ZEROES;
+        if (!(b->dev.features &
+              (1ull << (zeroes ? VIRTIO_BLK_F_WRITE_ZEROES : VIRTIO_BLK_F_DISCARD)))) {
+            s = VIRTIO_BLK_S_UNSUPP;
+            break;
+        }
+        s = dir_ok ? blk_ranges(b, c, first, end, total, zeroes) : VIRTIO_BLK_S_IOERR;
+        if (s == VIRTIO_BLK_S_OK) {
+            if (zeroes)
+                st->write_zeroes++;
+            else
+                st->discards++;
+        }
+        break;
+    }
     case VIRTIO_BLK_T_GET_ID: {
         size_t n = 0;
         for (unsigned i = first; i < end && n < VIRTIO_BLK_ID_LEN; i++) {
@@ -158,6 +237,8 @@ static void stats_add(virtio_blk_stats *to, const virtio_blk_stats *d)
     to->read_bytes += d->read_bytes;
     to->write_bytes += d->write_bytes;
     to->errors += d->errors;
+    to->discards += d->discards;
+    to->write_zeroes += d->write_zeroes;
 }
 
 /* Serves what the queue holds. Called with dev.lock held; with `unlocked`, each request's
@@ -185,14 +266,18 @@ static void blk_serve_locked(virtio_blk *b, bool unlocked)
             uint64_t gen = d->generation;
             b->inflight = true;
             pthread_mutex_unlock(&d->lock);
+            pthread_mutex_lock(&b->io_lock);
             written = blk_request(b, &chain, &delta);
+            pthread_mutex_unlock(&b->io_lock);
             pthread_mutex_lock(&d->lock);
             b->inflight = false;
             pthread_cond_broadcast(&b->idle);
             if (gen != d->generation)
                 break; /* reset or detached while the request ran */
         } else {
+            pthread_mutex_lock(&b->io_lock);
             written = blk_request(b, &chain, &delta);
+            pthread_mutex_unlock(&b->io_lock);
         }
         stats_add(&b->stats, &delta);
         virtq_push(q, d->mem, chain.head, written);
@@ -264,23 +349,76 @@ xerr *virtio_blk_start(virtio_blk *b)
     return NULL;
 }
 
-static const virtio_dev_ops blk_ops = {
-    .notify = blk_notify, .config_read = blk_config_read, .reset = blk_reset};
+/* Snapshot: no request may be half done. The vCPUs are paused: wait for the I/O thread's
+ * request, then serve what is still queued here, so that the disk and guest RAM no longer
+ * change once the caller writes the snapshot. The image is flushed (a VHD's new blocks get
+ * their BAT entries) so that the files match the saved RAM, and the capacity is kept: an
+ * online resize lives in the image, the guest's idea of it in the snapshot. */
+static void blk_save(virtio_dev *d, struct sbuf *out)
+{
+    virtio_blk *b = d->opaque;
+    while (b->inflight)
+        pthread_cond_wait(&b->idle, &d->lock);
+    if ((d->status & VIRTIO_STATUS_DRIVER_OK) && !(d->status & VIRTIO_STATUS_NEEDS_RESET))
+        blk_serve_locked(b, false);
+    pthread_mutex_lock(&b->io_lock);
+    int r = b->be->ops->flush(b->be);
+    pthread_mutex_unlock(&b->io_lock);
+    if (r < 0)
+        log_warn("virtio-blk %u: flush for the snapshot: %s", b->index, strerror(-r));
+    snap_put_u64(out, atomic_load(&b->capacity));
+}
 
-virtio_blk *virtio_blk_new_fd(unsigned index, int fd, uint64_t size, bool readonly)
+/* The image must be at least as large as the saved capacity (the same image, or one grown
+ * since: then the guest is told of the change). */
+static int blk_load(virtio_dev *d, const uint8_t *data, size_t len)
+{
+    virtio_blk *b = d->opaque;
+    snap_reader r = {.p = data, .len = len};
+    uint64_t saved = snap_get_u64(&r);
+    if (r.bad || r.off != len)
+        return -EINVAL;
+    uint64_t cap = atomic_load(&b->capacity);
+    if (saved > cap) {
+        log_warn("virtio-blk %u: snapshot has %llu sectors, the image only %llu", b->index,
+                 (unsigned long long)saved, (unsigned long long)cap);
+        return -EINVAL;
+    }
+    if (saved < cap) {
+        d->config_generation++;
+        if (d->status & VIRTIO_STATUS_DRIVER_OK)
+            d->isr |= VIRTIO_INT_CONFIG; /* the caller raises the line */
+    }
+    return 0;
+}
+
+static const virtio_dev_ops blk_ops = {
+    .notify = blk_notify,
+    .config_read = blk_config_read,
+    .reset = blk_reset,
+    .save = blk_save,
+    .load = blk_load,
+};
+
+static virtio_blk *blk_new(unsigned index, blk_backend *be)
 {
     virtio_blk *b = xcalloc(1, sizeof(*b));
     b->index = index;
-    b->fd = fd;
-    b->readonly = readonly;
-    b->size = size;
-    b->capacity = size / 512;
+    b->be = be;
+    b->readonly = be->readonly;
+    atomic_init(&b->capacity, be->size / 512);
+    pthread_mutex_init(&b->io_lock, NULL);
     snprintf(b->id, sizeof(b->id), "nuvem-vd%u", index);
     b->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_cond_init(&b->idle, NULL);
     b->dev.device_id = VIRTIO_ID_BLOCK;
-    b->dev.features = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
-                      1ull << VIRTIO_BLK_F_FLUSH | (readonly ? 1ull << VIRTIO_BLK_F_RO : 0);
+    b->dev.features =
+        1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE | 1ull << VIRTIO_BLK_F_FLUSH;
+    if (b->readonly)
+        b->dev.features |= 1ull << VIRTIO_BLK_F_RO;
+    else
+        b->dev.features |= (be->ops->discard ? 1ull << VIRTIO_BLK_F_DISCARD : 0) |
+                           1ull << VIRTIO_BLK_F_WRITE_ZEROES;
     b->dev.nqueues = 1;
     b->dev.ops = &blk_ops;
     b->dev.opaque = b;
@@ -288,42 +426,73 @@ virtio_blk *virtio_blk_new_fd(unsigned index, int fd, uint64_t size, bool readon
     return b;
 }
 
-xerr *virtio_blk_open(unsigned index, const char *path, bool readonly, virtio_blk **ret)
+virtio_blk *virtio_blk_new_fd(unsigned index, int fd, uint64_t size, bool readonly)
+{
+    return blk_new(index, blk_backend_raw_fd(fd, size, readonly));
+}
+
+xerr *virtio_blk_open_format(unsigned index, const char *path, const char *format, bool readonly,
+                             virtio_blk **ret)
 {
     char field[32];
     snprintf(field, sizeof(field), "disks[%u].path", index);
-    int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (fd < 0)
-        return xerr_new("INVALID_VALUE", field, strerror(errno));
-    struct stat st;
-    const char *why = NULL;
-    char buf[96];
-    if (fstat(fd, &st) < 0)
-        why = strerror(errno);
-    else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-        why = "not a regular file or block device";
-    else if (S_ISREG(st.st_mode) && st.st_size == 0)
-        why = "empty image";
-    else if (S_ISREG(st.st_mode) && st.st_size % 512) {
-        snprintf(buf, sizeof(buf), "size %lld is not a multiple of 512 (truncated?)",
-                 (long long)st.st_size);
-        why = buf;
-    } else if (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0)
-        why = errno == EWOULDBLOCK ? "in use by another process" : strerror(errno);
-    uint64_t size = (uint64_t)st.st_size;
-    if (!why && S_ISBLK(st.st_mode)) {
-        off_t end = lseek(fd, 0, SEEK_END);
-        if (end <= 0 || end % 512)
-            why = "block device size unusable";
-        size = (uint64_t)end;
-    }
-    if (why) {
-        close(fd);
-        return xerr_new("INVALID_VALUE", field, why);
-    }
-    *ret = virtio_blk_new_fd(index, fd, size, readonly);
-    log_info("disk %u: %s, %llu sectors%s", index, path, (unsigned long long)(size / 512),
-             readonly ? ", read-only" : "");
+    blk_backend *be = NULL;
+    AUTOFREE char *why = NULL;
+    if (blk_backend_open(path, format, readonly, &be, &why) < 0)
+        return xerr_new("INVALID_VALUE", field, why ? why : "cannot open");
+    *ret = blk_new(index, be);
+    log_info("disk %u: %s (%s), %llu sectors%s", index, path, be->ops->format,
+             (unsigned long long)(be->size / 512), readonly ? ", read-only" : "");
+    return NULL;
+}
+
+xerr *virtio_blk_open(unsigned index, const char *path, bool readonly, virtio_blk **ret)
+{
+    return virtio_blk_open_format(index, path, "raw", readonly, ret);
+}
+
+uint64_t virtio_blk_size(virtio_blk *b)
+{
+    return atomic_load(&b->capacity) * 512;
+}
+
+const char *virtio_blk_format(virtio_blk *b)
+{
+    return b->be->ops->format;
+}
+
+xerr *virtio_blk_resize(virtio_blk *b, uint64_t new_size)
+{
+    if (b->readonly)
+        return xerr_new("INVALID_VALUE", "index", "read-only disk");
+    char sz[32];
+    snprintf(sz, sizeof(sz), "%llu", (unsigned long long)new_size);
+    if (new_size % 512)
+        return xerr_new("INVALID_VALUE", "size", "not a multiple of 512");
+    /* Requests see the old capacity until the image has grown. */
+    pthread_mutex_lock(&b->io_lock);
+    uint64_t old = atomic_load(&b->capacity) * 512;
+    int r = 0;
+    if (new_size > old)
+        r = b->be->ops->grow(b->be, new_size);
+    if (r == 0 && new_size > old)
+        atomic_store(&b->capacity, new_size / 512);
+    pthread_mutex_unlock(&b->io_lock);
+    if (new_size < old)
+        return xerr_new("INVALID_VALUE", "size", "cannot shrink");
+    if (r == -EINVAL || r == -EFBIG)
+        return xerr_new("INVALID_VALUE", "size", "too large for the image format");
+    if (r < 0)
+        return xerr_internal("disk %u: growing the image to %s bytes: %s", b->index, sz,
+                             strerror(-r));
+    if (new_size == old)
+        return NULL;
+    log_info("disk %u: grown to %llu sectors", b->index, (unsigned long long)(new_size / 512));
+    pthread_mutex_lock(&b->dev.lock);
+    b->dev.config_generation++;
+    if (b->dev.status & VIRTIO_STATUS_DRIVER_OK)
+        virtio_raise_locked(&b->dev, VIRTIO_INT_CONFIG);
+    pthread_mutex_unlock(&b->dev.lock);
     return NULL;
 }
 
@@ -353,8 +522,8 @@ void virtio_blk_free(virtio_blk *b)
     if (b->kick >= 0)
         close(b->kick);
     pthread_cond_destroy(&b->idle);
-    if (b->fd >= 0)
-        close(b->fd);
+    blk_backend_close(b->be);
+    pthread_mutex_destroy(&b->io_lock);
     virtio_dev_destroy(&b->dev);
     free(b);
 }

@@ -3,6 +3,7 @@
 #include "virtio_net.h"
 #include "log.h"
 #include "mem.h"
+#include "snapshot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -205,8 +206,35 @@ static void net_reset(virtio_dev *d)
     n->rx_waiting = false; /* a held frame is dropped with the device state */
 }
 
-static const virtio_dev_ops net_ops = {
-    .notify = net_notify, .config_read = net_config_read, .reset = net_reset};
+/* Snapshot: a frame held for want of guest buffers goes with the state (TX is served on the
+ * notifying vCPU, so nothing is in flight once the vCPUs are paused). */
+static void net_save(virtio_dev *d, struct sbuf *out)
+{
+    virtio_net *n = d->opaque;
+    uint32_t len = n->rx_waiting ? (uint32_t)n->rx_len : 0;
+    snap_put_u32(out, len);
+    snap_put(out, n->rx_buf, len);
+}
+
+/* Called before the RX thread starts (restore happens before the device threads run). */
+static int net_load(virtio_dev *d, const uint8_t *data, size_t len)
+{
+    virtio_net *n = d->opaque;
+    snap_reader r = {.p = data, .len = len};
+    uint32_t held = snap_get_u32(&r);
+    if (r.bad || held > sizeof(n->rx_buf) || held != len - r.off)
+        return -EINVAL;
+    memcpy(n->rx_buf, data + r.off, held);
+    n->rx_len = held;
+    n->rx_waiting = held > 0;
+    return 0;
+}
+
+static const virtio_dev_ops net_ops = {.notify = net_notify,
+                                       .config_read = net_config_read,
+                                       .reset = net_reset,
+                                       .save = net_save,
+                                       .load = net_load};
 
 virtio_net *virtio_net_new_fd(unsigned index, int fd, const uint8_t mac[6])
 {

@@ -31,6 +31,7 @@ typedef struct vcpu {
     bool started;
     clockid_t cpu_clock; /* valid once started */
     _Atomic uint64_t exits, exits_io, exits_mmio, exits_other;
+    bool exit_pending; /* an I/O exit KVM completes on the next KVM_RUN (vCPU thread only) */
 } vcpu;
 
 typedef struct vmm {
@@ -57,6 +58,9 @@ typedef struct vmm {
     unsigned ndisks;
     struct virtio_net *nics[VMM_MAX_NICS];
     unsigned nnics;
+    struct virtio_balloon *balloon; /* NULL without "balloon" */
+    struct virtio_console *agent;   /* NULL without "agent" */
+    struct live *live;              /* live.c: event coalescing */
     /* run control, under lock */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -67,6 +71,8 @@ typedef struct vmm {
     enum vmm_request request;
     char request_reason[256];
     uint8_t platform_pending; /* host->guest requests (PORT_EVENT bits) */
+    unsigned vcpu_target;     /* vCPUs the host wants online (nvcpus = the boot-time maximum) */
+    _Atomic unsigned vcpus_online; /* as the guest last reported (PORT_VCPUS) */
     /* wakes the main loop */
     int wake_fd;
     /* counters that survive reboots */
@@ -90,6 +96,8 @@ void machine_pause(vmm *v);
 void machine_resume(vmm *v);
 /* Raises a host->guest platform request (bit of PORT_EVENT) with its interrupt. */
 void machine_platform_request(vmm *v, uint8_t bits);
+/* Sets the vCPU target (1..nvcpus) and tells the guest (EVENT_VCPUS). */
+void machine_set_vcpus(vmm *v, unsigned n);
 /* Bytes of guest RAM resident in host memory (touched and not reclaimed), or -1. */
 int64_t machine_guest_resident(vmm *v);
 /* vCPU thread CPU time in seconds, or -1. */

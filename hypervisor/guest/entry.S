@@ -187,6 +187,7 @@ isr_common:
     ISR VEC_PLATFORM, 0, platform
     ISR VEC_TIMER, 0, timer
     ISR VEC_IPI, 0, ipi
+    ISR VEC_VIRTIO, 0, virtio
     ISR VEC_SPURIOUS, 0, spurious
 
     .section .rodata
@@ -199,6 +200,7 @@ isr_table:                  /* (vector, stub) pairs, ended by vector 0xffff */
     .quad VEC_PLATFORM, isr_platform
     .quad VEC_TIMER, isr_timer
     .quad VEC_IPI, isr_ipi
+    .quad VEC_VIRTIO, isr_virtio
     .quad VEC_SPURIOUS, isr_spurious
     .quad 0xffff, 0
 

@@ -16,6 +16,7 @@
 #define VEC_PLATFORM 0x29
 #define VEC_TIMER    0x30
 #define VEC_IPI      0x40
+#define VEC_VIRTIO   0x50 /* virtio-balloon and virtio-console lines (level) */
 #define VEC_SPURIOUS 0xff
 
 /* nuvem-vmm platform ports (the guest ABI). */
@@ -29,3 +30,5 @@
 #define SLEEP_CTL_S5    0x34
 #define RESET_VALUE     0x01
 #define EVENT_POWERDOWN 0x01
+#define EVENT_VCPUS     0x02  /* the vCPU target changed: read it from PORT_VCPUS */
+#define PORT_VCPUS      0x604 /* read: vCPUs the host wants online; write: how many are */

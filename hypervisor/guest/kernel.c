@@ -6,6 +6,7 @@
  * short and straight: no FPU/SSE, no table-building loops, output goes straight to THR. */
 #include "guest.h"
 #include "virtio.h"
+#include "live.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -278,11 +279,13 @@ struct hvm_memmap_entry {
 
 static uint64_t mem_bytes;
 static const char *cmdline = "";
+static const struct hvm_start_info *boot_si; /* for the page allocator's ranges */
 
 static void bootinfo_init(const struct hvm_start_info *si)
 {
     if (!si || si->magic != HVM_START_MAGIC)
         return;
+    boot_si = si;
     if (si->cmdline_paddr)
         cmdline = (const char *)(uintptr_t)si->cmdline_paddr;
     if (si->version >= 1 && si->memmap_paddr) {
@@ -398,9 +401,11 @@ static void irq_init(void)
 }
 
 static volatile bool powerdown_requested;
+static volatile bool vcpus_requested; /* the host changed the vCPU target (PORT_VCPUS) */
 static volatile uint64_t ticks;
 static volatile bool tick_pending;
 static volatile uint64_t irq_count;
+static volatile bool virtio_irq; /* the virtio-blk line rose: see vblk_poll_config */
 
 static void halt_forever(void)
 {
@@ -416,15 +421,23 @@ void isr_dispatch(struct isr_frame *f)
     case VEC_SERIAL:
         serial_irq();
         break;
-    case VEC_PLATFORM:
-        if (inb(PORT_EVENT) & EVENT_POWERDOWN)
+    case VEC_PLATFORM: {
+        uint8_t ev = inb(PORT_EVENT);
+        if (ev & EVENT_POWERDOWN)
             powerdown_requested = true;
+        if (ev & EVENT_VCPUS)
+            vcpus_requested = true;
+        break;
+    }
+    case VEC_VIRTIO:
+        live_irq();
         break;
     case VEC_TIMER:
         ticks++;
         tick_pending = true;
         break;
-    case VEC_IPI:
+    case VEC_IPI: /* also the virtio-blk line (entry.S has no stub of its own for it) */
+        virtio_irq = true;
         break;
     case VEC_SPURIOUS:
         return; /* no EOI for spurious interrupts */
@@ -444,12 +457,27 @@ void isr_dispatch(struct isr_frame *f)
 
 extern const char ap_trampoline[], ap_trampoline_end[];
 static volatile uint8_t cpu_online[MAX_CPUS];
-static unsigned ncpus_expected = 1;
+static volatile uint8_t cpu_stop[MAX_CPUS];  /* asks an online AP to go offline */
+static volatile unsigned ncpus_expected = 1; /* the target: CPUs that should be online */
+static unsigned ncpus_max = 1;               /* CPUs in the MP table (the rest hot-plug) */
 
+/* An offline AP stays in cli;hlt, which only INIT/SIPI (ap_start) ends; an online one idles
+ * with interrupts on so that an IPI can ask it to go offline (cpu_stop). */
 void ap_main(unsigned id);
 void ap_main(unsigned id)
 {
+    if (id >= ncpus_expected || cpu_stop[id])
+        halt_forever();
+    idt_load(sizeof(idt) - 1, idt);
+    lapic_write(LAPIC_SVR, 0x100 | VEC_SPURIOUS);
     cpu_online[id] = 1;
+    for (;;) {
+        __asm__ volatile("cli");
+        if (cpu_stop[id])
+            break;
+        __asm__ volatile("sti; hlt" ::: "memory"); /* STI's shadow: no lost wake-up */
+    }
+    cpu_online[id] = 0;
     halt_forever();
 }
 
@@ -463,9 +491,10 @@ static unsigned cpus_online(void)
 
 /* The MP table's floating pointer sits in the last KiB of base memory (nuvem-vmm puts it
  * there); count its enabled processor entries. */
-static unsigned mptable_cpus(void)
+static unsigned mptable_cpus(unsigned *ret_all)
 {
     const uint8_t *fp = (const uint8_t *)0x9fc00;
+    *ret_all = 1;
     if (memcmp(fp, "_MP_", 4) != 0)
         return 1;
     const uint8_t *t = (const uint8_t *)(uintptr_t)(*(const uint32_t *)(fp + 4));
@@ -473,16 +502,18 @@ static unsigned mptable_cpus(void)
         return 1;
     uint16_t len = *(const uint16_t *)(t + 4), count = *(const uint16_t *)(t + 34);
     const uint8_t *e = t + 44, *end = t + len;
-    unsigned n = 0;
+    unsigned n = 0, all = 0;
     for (unsigned i = 0; i < count && e < end; i++) {
-        if (e[0] == 0) { /* processor entry, 20 bytes */
+        if (e[0] == 0) { /* processor entry, 20 bytes; disabled ones are hot-pluggable */
             if (e[3] & 1)
                 n++;
+            all++;
             e += 20;
         } else {
             e += 8;
         }
     }
+    *ret_all = all ? all : 1;
     return n ? n : 1;
 }
 
@@ -495,26 +526,93 @@ static void delay_ms(uint64_t ms)
         ;
 }
 
+/* INIT and SIPI to one AP (physical destination): it starts over in the trampoline. */
+static void ap_start(unsigned id)
+{
+    cpu_stop[id] = 0;
+    lapic_write(LAPIC_ICR_HI, id << 24);
+    lapic_write(LAPIC_ICR_LO, 0x00004500); /* INIT */
+    delay_ms(1);
+    for (int i = 0; i < 2; i++) {
+        lapic_write(LAPIC_ICR_HI, id << 24);
+        lapic_write(LAPIC_ICR_LO, 0x00004600 | (AP_TRAMPOLINE >> 12)); /* SIPI */
+        delay_ms(1);
+    }
+}
+
+/* Bounded wait for CPU id to reach the state (seconds when real mode is emulated). */
+static bool wait_cpu(unsigned id, uint8_t online)
+{
+    uint64_t start = uptime_ms();
+    for (unsigned long spins = 0; cpu_online[id] != online && spins < 200000000; spins++) {
+        if (uptime_ms() - start > 5000)
+            break;
+        __asm__ volatile("pause");
+    }
+    return cpu_online[id] == online;
+}
+
 static void smp_init(void)
 {
     cpu_online[lapic_read(LAPIC_ID) >> 24 & (MAX_CPUS - 1)] = 1;
-    ncpus_expected = mptable_cpus();
-    if (ncpus_expected > MAX_CPUS)
-        ncpus_expected = MAX_CPUS;
-    if (ncpus_expected < 2)
+    unsigned all;
+    unsigned enabled = mptable_cpus(&all);
+    ncpus_max = all > MAX_CPUS ? MAX_CPUS : all;
+    ncpus_expected = enabled > ncpus_max ? ncpus_max : enabled;
+    if (ncpus_max < 2)
         return;
+    /* The trampoline stays for CPUs brought online later. */
     memcpy((void *)AP_TRAMPOLINE, ap_trampoline, (size_t)(ap_trampoline_end - ap_trampoline));
-    lapic_write(LAPIC_ICR_HI, 0);
-    lapic_write(LAPIC_ICR_LO, 0x000c4500); /* INIT, all excluding self */
-    delay_ms(1);
-    for (int i = 0; i < 2; i++) {
-        lapic_write(LAPIC_ICR_LO, 0x000c4600 | (AP_TRAMPOLINE >> 12)); /* SIPI */
+    if (ncpus_expected < ncpus_max) {
+        /* Hot-pluggable CPUs are never started: only the enabled ones, one by one. */
+        for (unsigned id = 1; id < ncpus_expected; id++)
+            ap_start(id);
+    } else if (ncpus_expected > 1) {
+        lapic_write(LAPIC_ICR_HI, 0);
+        lapic_write(LAPIC_ICR_LO, 0x000c4500); /* INIT, all excluding self */
         delay_ms(1);
+        for (int i = 0; i < 2; i++) {
+            lapic_write(LAPIC_ICR_LO, 0x000c4600 | (AP_TRAMPOLINE >> 12)); /* SIPI */
+            delay_ms(1);
+        }
     }
     /* Bounded wait: APs come up in a few ms, or seconds when real mode is emulated. */
     uint64_t start = uptime_ms();
     while (cpus_online() < ncpus_expected && uptime_ms() - start < 5000)
         __asm__ volatile("pause");
+}
+
+/* Brings CPUs 0..n-1 online and the others offline (BSP excepted); reports the count to the
+ * VMM (PORT_VCPUS). */
+unsigned kernel_set_vcpus(unsigned n)
+{
+    if (n < 1)
+        n = 1;
+    if (n > ncpus_max)
+        n = ncpus_max;
+    ncpus_expected = n;
+    unsigned bsp = lapic_read(LAPIC_ID) >> 24 & (MAX_CPUS - 1);
+    for (unsigned id = 0; id < ncpus_max; id++) {
+        if (id == bsp)
+            continue;
+        if (id < n && !cpu_online[id]) {
+            ap_start(id);
+            wait_cpu(id, 1);
+        } else if (id >= n && cpu_online[id]) {
+            cpu_stop[id] = 1;
+            lapic_write(LAPIC_ICR_HI, id << 24);
+            lapic_write(LAPIC_ICR_LO, 0x00004000 | VEC_IPI); /* fixed IPI: wakes its HLT */
+            wait_cpu(id, 0);
+        }
+    }
+    unsigned on = cpus_online();
+    outb(PORT_VCPUS, (uint8_t)on);
+    return on;
+}
+
+unsigned kernel_cpus_online(void)
+{
+    return cpus_online();
 }
 
 /* ---- timer (only while `ticker` runs: the guest is otherwise tickless) ---- */
@@ -556,7 +654,10 @@ static void cmd_help(void)
 {
     kputs("commands: help, echo TEXT, uptime, mem, cpus, ticker MS|off, spin N, lines N, info,\n"
           "          poweroff, reboot, crash (triple fault), panic (pvpanic),\n"
-          "          blk info|id|read SECTOR|write SECTOR PATTERN|flush (virtio-blk vda),\n"
+          "          mem touch, balloon (virtio-balloon), agent [send LINE|flood N],\n"
+          "          blk info|id|read SECTOR|write SECTOR PATTERN|flush|discard SECTOR COUNT|\n"
+          "              zero SECTOR COUNT|fill SECTOR COUNT PATTERN|\n"
+          "              bench seq|rand read|write SIZE COUNT (virtio-blk vda),\n"
           "          net info|send TEXT|recv [MS] (virtio-net eth0)\n");
 }
 
@@ -647,6 +748,75 @@ static void blk_result(const char *what, uint64_t sector, bool has_sector, int r
         kprintf(": error %d", r);
 }
 
+/* Splits the next space-separated word off *s (length *n); returns its length. */
+static size_t next_word(const char **s, size_t *n, const char **word)
+{
+    while (*n && **s == ' ') {
+        (*s)++;
+        (*n)--;
+    }
+    *word = *s;
+    size_t w = 0;
+    while (w < *n && (*s)[w] != ' ')
+        w++;
+    *s += w;
+    *n -= w;
+    return w;
+}
+
+#define BENCH_BUF     0x1000000ul /* 16 MiB: guest RAM above the image, identity-mapped */
+#define BENCH_MAX_LEN (1u << 20)
+
+/* blk bench seq|rand read|write SIZE COUNT: COUNT requests of SIZE bytes (a multiple of 512,
+ * at most 1 MiB) one after the other, at consecutive or pseudo-random SIZE-aligned offsets;
+ * prints the elapsed time (TSC). The buffer's contents are whatever RAM holds: filling it
+ * would cost more than the I/O where ring 0 is emulated. */
+static void blk_bench(const char *s, size_t n)
+{
+    const struct vblk_info *bi = vblk_get_info();
+    const char *mode, *dir, *w3, *w4;
+    size_t lm = next_word(&s, &n, &mode), ld = next_word(&s, &n, &dir);
+    size_t l3 = next_word(&s, &n, &w3), l4 = next_word(&s, &n, &w4);
+    bool ok3, ok4;
+    uint64_t size = parse_u64(w3, l3, &ok3), count = parse_u64(w4, l4, &ok4);
+    bool rnd = word_is(mode, lm, "rand"), wr = word_is(dir, ld, "write");
+    if (!ok3 || !ok4 || !size || size % 512 || size > BENCH_MAX_LEN || !count || count > 1000000 ||
+        (!rnd && !word_is(mode, lm, "seq")) || (!wr && !word_is(dir, ld, "read"))) {
+        kputs("usage: blk bench seq|rand read|write SIZE COUNT (SIZE: 512..1048576, /512)\n");
+        return;
+    }
+    uint64_t secs = size / 512;
+    if (!bi->present || bi->error || bi->capacity < secs) {
+        kputs("blk bench: error no-device\n");
+        return;
+    }
+    if (mem_bytes < BENCH_BUF + BENCH_MAX_LEN) {
+        kputs("blk bench: error needs 17 MiB of RAM\n");
+        return;
+    }
+    uint64_t slots = bi->capacity / secs, x = 88172645463325252ull;
+    int r = 0;
+    uint64_t i, t0 = rdtsc();
+    for (i = 0; i < count && r == 0; i++) {
+        uint64_t slot = i % slots;
+        if (rnd) {
+            x ^= x << 13; /* xorshift64 */
+            x ^= x >> 7;
+            x ^= x << 17;
+            slot = x % slots;
+        }
+        r = vblk_rw_n(wr, slot * secs, (void *)BENCH_BUF, (uint32_t)size);
+    }
+    uint64_t us = tsc_khz ? (rdtsc() - t0) * 1000 / tsc_khz : 0;
+    if (r) {
+        blk_result("bench", i - 1, true, r);
+        kputs("\n");
+        return;
+    }
+    kprintf("blk bench: %s %s %lu x %lu: ok %lu us, %lu KiB/s\n", rnd ? "rand" : "seq",
+            wr ? "write" : "read", size, count, us, us ? size * count * 1000000 / 1024 / us : 0);
+}
+
 static void cmd_blk(const char *arg, size_t alen)
 {
     const struct vblk_info *bi = vblk_get_info();
@@ -676,9 +846,11 @@ static void cmd_blk(const char *arg, size_t alen)
         else if (bi->error)
             kprintf("blk: vda at slot %u failed: %s\n", bi->slot, bi->error);
         else
-            kprintf("blk: vda at slot %u, %lu sectors (%lu KiB), %s, flush %s, features %x\n",
+            kprintf("blk: vda at slot %u, %lu sectors (%lu KiB), %s, flush %s, features %x, "
+                    "discard %s, zeroes %s\n",
                     bi->slot, bi->capacity, bi->capacity / 2, bi->readonly ? "ro" : "rw",
-                    bi->flush ? "yes" : "no", bi->features);
+                    bi->flush ? "yes" : "no", bi->features, bi->discard ? "yes" : "no",
+                    bi->write_zeroes ? "yes" : "no");
     } else if (word_is(arg, w, "id")) {
         char id[21];
         int r = vblk_get_id(id);
@@ -710,8 +882,36 @@ static void cmd_blk(const char *arg, size_t alen)
     } else if (word_is(arg, w, "flush")) {
         blk_result("flush", 0, false, vblk_flush());
         kputs("\n");
+    } else if ((word_is(arg, w, "discard") || word_is(arg, w, "zero")) && ok) {
+        uint64_t count = parse_u64(pat, plen, &ok);
+        if (!ok || !count || count > 0xffffffffu) {
+            kputs("usage: blk discard|zero SECTOR COUNT\n");
+            return;
+        }
+        bool zeroes = arg[0] == 'z';
+        blk_result(zeroes ? "zero" : "discard", sector, true,
+                   vblk_discard(zeroes, sector, (uint32_t)count));
+        kputs("\n");
+    } else if (word_is(arg, w, "fill") && ok) {
+        /* fill SECTOR COUNT PATTERN: COUNT sectors of PATTERN in one request */
+        const char *cw, *pw;
+        size_t cl = next_word(&pat, &plen, &cw), pl = next_word(&pat, &plen, &pw);
+        uint64_t count = parse_u64(cw, cl, &ok);
+        if (!ok || !count || count > BENCH_MAX_LEN / 512 || !pl ||
+            mem_bytes < BENCH_BUF + BENCH_MAX_LEN) {
+            kputs("usage: blk fill SECTOR COUNT PATTERN (COUNT <= 2048)\n");
+            return;
+        }
+        uint8_t *buf = (uint8_t *)BENCH_BUF;
+        for (uint64_t i = 0, j = 0; i < count * 512; i++, j = j + 1 == pl ? 0 : j + 1)
+            buf[i] = (uint8_t)pw[j];
+        blk_result("fill", sector, true, vblk_rw_n(true, sector, buf, (uint32_t)(count * 512)));
+        kputs("\n");
+    } else if (word_is(arg, w, "bench")) {
+        blk_bench(rest, rlen);
     } else {
-        kputs("usage: blk info|id|read SECTOR|write SECTOR PATTERN|flush\n");
+        kputs("usage: blk info|id|read SECTOR|write SECTOR PATTERN|flush|discard SECTOR COUNT|"
+              "zero SECTOR COUNT|fill SECTOR COUNT PATTERN|bench seq|rand read|write SIZE COUNT\n");
     }
 }
 
@@ -719,6 +919,18 @@ static void do_poweroff(void)
 {
     kputs("mini guest: powering off\n");
     outb(PORT_SLEEP_CTL, SLEEP_CTL_S5);
+    halt_forever();
+}
+
+void kernel_poweroff(void)
+{
+    do_poweroff();
+}
+
+void kernel_reboot(void)
+{
+    kputs("mini guest: rebooting\n");
+    outb(PORT_RESET, RESET_VALUE);
     halt_forever();
 }
 
@@ -762,10 +974,35 @@ static void run_command(const char *line, size_t len)
         uint64_t ms = uptime_ms();
         kprintf("uptime: %lu.%03lu s, commands: %lu, irqs: %lu\n", ms / 1000, ms % 1000,
                 commands_run, irq_count);
+    } else if (word_is(line, w, "mem") && word_is(arg, alen, "touch")) {
+        kprintf("mem touch: %lu pages\n", pages_touch());
+    } else if (word_is(line, w, "balloon")) {
+        struct balloon_info bi;
+        balloon_get_info(&bi);
+        if (!bi.present)
+            kputs("balloon: no device\n");
+        else
+            kprintf("balloon: %lu pages held, target %lu, free %lu KiB%s%s\n", bi.held, bi.target,
+                    pages_free() * 4, bi.error ? ", error: " : "", bi.error ? bi.error : "");
+    } else if (word_is(line, w, "agent")) {
+        /* agent [send TEXT | flood N]: publish, or test the host's bounds */
+        size_t w2 = 0;
+        while (w2 < alen && arg[w2] != ' ')
+            w2++;
+        size_t skip = w2 < alen ? w2 + 1 : w2;
+        if (word_is(arg, w2, "send")) {
+            agent_send_raw(arg + skip, (unsigned)(alen - skip));
+        } else if (word_is(arg, w2, "flood")) {
+            uint64_t n = parse_u64(arg + skip, alen - skip, &ok);
+            agent_flood(ok && n < 100000 ? (unsigned)n : 0);
+        } else {
+            agent_publish();
+        }
+        kputs(agent_present() ? "agent: ok\n" : "agent: no device\n");
     } else if (word_is(line, w, "mem")) {
         kprintf("mem: %lu KiB (%lu MiB)\n", mem_bytes >> 10, mem_bytes >> 20);
     } else if (word_is(line, w, "cpus")) {
-        kprintf("cpus: %u online of %u\n", cpus_online(), ncpus_expected);
+        kprintf("cpus: %u online of %u, max %u\n", cpus_online(), ncpus_expected, ncpus_max);
     } else if (word_is(line, w, "info")) {
         kprintf("info: tsc %lu kHz, apic bus %lu kHz, cmdline \"%s\"\n", tsc_khz, apic_bus_khz,
                 cmdline);
@@ -813,6 +1050,60 @@ static void run_command(const char *line, size_t len)
     }
 }
 
+/* ---- live features: the page allocator's ranges ---- */
+
+extern char __image_end[];
+
+/* Adds [s, e) less the reserved ranges (recursively split around them). */
+static void add_range(struct mem_range *r, unsigned *n, uint64_t s, uint64_t e,
+                      const struct mem_range *res, unsigned nres)
+{
+    s = (s + 0xfff) & ~0xfffull;
+    e &= ~0xfffull;
+    if (e <= s)
+        return;
+    for (unsigned i = 0; i < nres; i++) {
+        if (res[i].start < e && res[i].end > s) {
+            add_range(r, n, s, res[i].start, res + i + 1, nres - i - 1);
+            add_range(r, n, res[i].end, e, res + i + 1, nres - i - 1);
+            return;
+        }
+    }
+    if (*n < LIVE_MAX_RANGES)
+        r[(*n)++] = (struct mem_range){s, e};
+}
+
+/* Free RAM: the PVH memmap's RAM above 1 MiB and the image, less initrd modules and the
+ * blk bench buffer. */
+static void live_ranges(void)
+{
+    struct mem_range r[LIVE_MAX_RANGES], res[4];
+    unsigned n = 0, nres = 0;
+    uint64_t low = (uint64_t)(uintptr_t)__image_end;
+    if (low < 0x100000)
+        low = 0x100000;
+#ifdef BENCH_BUF
+    res[nres++] = (struct mem_range){BENCH_BUF, BENCH_BUF + BENCH_MAX_LEN};
+#endif
+    const struct hvm_start_info *si = boot_si;
+    if (si && si->nr_modules && si->modlist_paddr) {
+        const uint64_t *mod = (const uint64_t *)(uintptr_t)si->modlist_paddr; /* paddr, size, .. */
+        for (uint32_t i = 0; i < si->nr_modules && nres < 4; i++)
+            res[nres++] = (struct mem_range){mod[4 * i], mod[4 * i] + mod[4 * i + 1]};
+    }
+    if (si && si->version >= 1 && si->memmap_paddr) {
+        const struct hvm_memmap_entry *e = (const void *)(uintptr_t)si->memmap_paddr;
+        for (uint32_t i = 0; i < si->memmap_entries; i++) {
+            if (e[i].type != 1)
+                continue;
+            uint64_t s = e[i].addr < low ? low : e[i].addr, end = e[i].addr + e[i].size;
+            if (end > s)
+                add_range(r, &n, s, end, res, nres);
+        }
+    }
+    pages_init(r, n);
+}
+
 /* ---- main ---- */
 
 void kmain(const struct hvm_start_info *si);
@@ -826,6 +1117,8 @@ void kmain(const struct hvm_start_info *si)
     smp_init();
     vblk_init();
     vnet_init();
+    if (vblk_gsi() >= 0)
+        ioapic_route((unsigned)vblk_gsi(), VEC_IPI); /* config changes wake the idle loop */
     kprintf("\nNuvem mini guest " GUEST_VERSION " (x86-64, PVH)\n");
     kprintf("mem %lu MiB, cpus %u, cmdline \"%s\"\n", mem_bytes >> 20, cpus_online(), cmdline);
     if (vblk_get_info()->present)
@@ -836,11 +1129,16 @@ void kmain(const struct hvm_start_info *si)
         put_mac(vnet_get_info()->mac);
         kputs("\n");
     }
+    live_ranges();
+    live_init(GUEST_VERSION, cmdline, mem_bytes);
+    outb(PORT_VCPUS, (uint8_t)cpus_online()); /* what the VMM's query-status reports */
+    agent_publish();
     kputs("ready\n> ");
 
     for (;;) {
         __asm__ volatile("cli");
-        if (!rx_ready && !powerdown_requested && !tick_pending) {
+        if (!rx_ready && !powerdown_requested && !tick_pending && !virtio_irq && !vcpus_requested &&
+            !live_pending()) {
             __asm__ volatile("sti; hlt" ::: "memory"); /* STI's shadow makes this race-free */
             continue;
         }
@@ -852,6 +1150,18 @@ void kmain(const struct hvm_start_info *si)
         if (tick_pending) {
             tick_pending = false;
             kprintf("tick %lu\n", ticks);
+        }
+        if (vcpus_requested) {
+            vcpus_requested = false;
+            kernel_set_vcpus(inb(PORT_VCPUS));
+            agent_publish();
+        }
+        if (live_pending())
+            live_work();
+        if (virtio_irq) {
+            virtio_irq = false;
+            if (vblk_poll_config())
+                kprintf("blk0: capacity %lu sectors\n", vblk_get_info()->capacity);
         }
         if (rx_ready) {
             char line[LINE_MAX];

@@ -13,7 +13,7 @@ struct vblk_info {
     bool present;
     unsigned slot;
     uint64_t capacity; /* 512-byte sectors */
-    bool readonly, flush;
+    bool readonly, flush, discard, write_zeroes;
     uint32_t features; /* offered, low 32 bits */
     const char *error; /* why initialisation failed, or NULL */
 };
@@ -28,6 +28,15 @@ const struct vblk_info *vblk_get_info(void);
  * VBLK_ERR_*. */
 int vblk_rw(bool write, uint64_t sector, void *buf);
 int vblk_flush(void);
+/* len bytes (a multiple of 512, one buffer of contiguous guest RAM) at sector. */
+int vblk_rw_n(bool write, uint64_t sector, void *buf, uint32_t len);
+/* One discard (zeroes: write-zeroes) range of count sectors. */
+int vblk_discard(bool zeroes, uint64_t sector, uint32_t count);
+/* Takes the device's interrupt status (acking it); on a configuration change re-reads the
+ * capacity and returns true. */
+bool vblk_poll_config(void);
+/* The device's interrupt line (GSI), or -1 without a device. */
+int vblk_gsi(void);
 /* The device serial (GET_ID) into id[21]. */
 int vblk_get_id(char *id);
 

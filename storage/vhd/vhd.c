@@ -1,10 +1,12 @@
 /* VHD on-disk format (footer, dynamic header, BAT, bitmaps, batmap, locators), chain opening,
  * crash-ordered I/O and the maintenance operations declared in vhd.h. */
+#define _GNU_SOURCE /* fallocate (vhd_discard) */
 #include "vhd.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/falloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1210,6 +1212,107 @@ int vhd_flush(vhd *v)
     return sync_fd(v->fd);
 }
 
+/* Punches [off, off+len) of the file out; file systems without holes just keep the data. */
+static int punch(vhd *v, uint64_t off, uint64_t len)
+{
+    if (fallocate(v->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -errno;
+}
+
+/* Whether an ancestor of v may hold data for block blk (then v's bits must stay). */
+static bool ancestor_holds(const vhd *v, uint64_t blk)
+{
+    if (v->ft.type != VHD_TYPE_DIFF)
+        return false;
+    if (!v->parent)
+        return true; /* unknown (VHD_OPEN_NO_PARENT): assume it does */
+    for (const vhd *p = v->parent; p; p = p->parent) {
+        if (blk * v->spb >= p->sectors)
+            continue; /* past its end: zeros, whatever its parents hold */
+        if (p->ft.type == VHD_TYPE_FIXED)
+            return true;
+        /* block sizes may differ along a chain: look at every block of p under blk */
+        uint64_t first = blk * v->spb / p->spb, last = ((blk + 1) * v->spb - 1) / p->spb;
+        for (uint64_t b = first; b <= last && b < p->hd.max_entries; b++)
+            if (p->bat[b] != BAT_UNUSED)
+                return true;
+        if (p->ft.type != VHD_TYPE_DIFF)
+            return false;
+    }
+    return false;
+}
+
+static int batmap_bit_set(vhd *v, uint32_t blk, bool *ret)
+{
+    *ret = false;
+    if (!v->has_batmap || blk / 8 >= (uint64_t)v->batmap_secs * SECTOR)
+        return 0;
+    uint8_t byte;
+    int r = pread_full(v->fd, &byte, 1, v->batmap_off + SECTOR + blk / 8);
+    if (r < 0)
+        return r;
+    *ret = bit_test(&byte, blk % 8);
+    return 0;
+}
+
+int vhd_discard(vhd *v, uint64_t off, uint64_t len)
+{
+    if (!(v->flags & VHD_OPEN_RDWR))
+        return -EROFS;
+    if (len > SIZE_MAX)
+        return -EINVAL;
+    int r = check_range(v, off, (size_t)len);
+    if (r < 0)
+        return r;
+    if (v->ft.type == VHD_TYPE_FIXED)
+        return punch(v, off, len);
+    uint64_t sec = off / SECTOR, n = len / SECTOR;
+    while (n) {
+        uint32_t blk = (uint32_t)(sec / v->spb);
+        uint32_t k = (uint32_t)(sec % v->spb);
+        uint32_t cnt = (uint32_t)(v->spb - k < n ? v->spb - k : n);
+        sec += cnt;
+        n -= cnt;
+        bool full_bitmap;
+        if (blk >= v->hd.max_entries || v->bat[blk] == BAT_UNUSED || ancestor_holds(v, blk))
+            continue;
+        if ((r = batmap_bit_set(v, blk, &full_bitmap)) < 0)
+            return r;
+        if (full_bitmap)
+            continue; /* a batmap bit must not outlive a full bitmap: leave the block */
+        const uint8_t *cur;
+        if ((r = get_bitmap(v, blk, &cur)) < 0)
+            return r;
+        bool changed = false;
+        for (uint32_t i = k; i < k + cnt && !changed; i++)
+            changed = bit_test(cur, i);
+        if (changed) {
+            AUTOFREE uint8_t *bm = xmalloc(v->bitmap_size);
+            memcpy(bm, cur, v->bitmap_size);
+            for (uint32_t i = k; i < k + cnt; i++)
+                bm[i >> 3] &= (uint8_t) ~(0x80 >> (i & 7));
+            /* bitmap first: from then on the sectors read zeros, whatever the data holds */
+            uint32_t first = (k / 8) / SECTOR, last = ((k + cnt - 1) / 8) / SECTOR;
+            v->bm_cache_valid = false;
+            r = pwrite_full(v->fd, bm + first * SECTOR, (last - first + 1) * SECTOR,
+                            (uint64_t)v->bat[blk] * SECTOR + first * SECTOR);
+            if (r < 0)
+                return r;
+            memcpy(v->bm_cache, bm, v->bitmap_size);
+            v->bm_cache_block = blk;
+            v->bm_cache_valid = true;
+        }
+        /* whole 4 KiB pages only: a partial one would zero sectors that are still present */
+        uint64_t start = block_data_off(v, blk) + (uint64_t)k * SECTOR;
+        uint64_t end = start + (uint64_t)cnt * SECTOR;
+        uint64_t ps = round_up(start, 4096), pe = end & ~4095ull;
+        if (pe > ps && (r = punch(v, ps, pe - ps)) < 0)
+            return r;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Creating                                                                                  */
 
@@ -1623,6 +1726,13 @@ int vhd_resize(const char *path, uint64_t new_size)
     int r = vhd_open(path, VHD_OPEN_RDWR | VHD_OPEN_NO_PARENT, &v);
     if (r < 0)
         return r;
+    return resize_handle(v, new_size);
+}
+
+int vhd_grow(vhd *v, uint64_t new_size)
+{
+    if (!(v->flags & VHD_OPEN_RDWR))
+        return -EROFS;
     return resize_handle(v, new_size);
 }
 

@@ -90,6 +90,15 @@ int vhd_read(vhd *v, void *buf, uint64_t off, size_t len);
 int vhd_write(vhd *v, const void *buf, uint64_t off, size_t len);
 /* Commits pending BAT entries and makes everything written through v durable (fdatasync). */
 int vhd_flush(vhd *v);
+/* Deallocates what it safely can of [off, off+len) in the leaf (alignment as vhd_write), for a
+ * guest's discard: reads of the range return zeros or their old contents afterwards. Fixed
+ * disks: a hole is punched in the data. Dynamic and differencing disks: in each block of the
+ * leaf that no ancestor holds and whose batmap bit is clear, the range's bitmap bits are
+ * cleared (so it reads zeros) and then its data is punched out (the block stays allocated);
+ * blocks an ancestor holds are left alone (clearing bits there would expose older data).
+ * A crash at any point leaves a valid file. Where the file system cannot punch holes only the
+ * bitmaps change. -EROFS on a read-only handle, -ERANGE/-EINVAL as for vhd_write. */
+int vhd_discard(vhd *v, uint64_t off, uint64_t len);
 
 struct vhd_info {
     enum vhd_type type;
@@ -141,6 +150,12 @@ int vhd_set_hidden(const char *path, bool hidden);
  * wants all metadata before the first block). Both footers are rewritten last. Every step
  * leaves a valid file; a crash may leave the old size. */
 int vhd_resize(const char *path, uint64_t new_size);
+/* vhd_resize on the leaf of an open chain (opened VHD_OPEN_RDWR, else -EROFS): for a process
+ * that keeps the leaf open as its only writer (the VMM's online resize). Pending BAT entries
+ * are committed first; reads past the parent's end read zeros. Same errors and crash safety
+ * as vhd_resize. After a failure the handle may already report the new size while the file
+ * keeps the old one: callers keep using their old size (or reopen). */
+int vhd_grow(vhd *v, uint64_t new_size);
 
 /* Copies every sector present in the differencing disk child_path into its parent (growing the
  * parent first if the child is larger), then flushes the parent. The child is left as it was;

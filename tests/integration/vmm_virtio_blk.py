@@ -5,15 +5,19 @@
 usage: vmm_virtio_blk.py NUVEM_VMM GUEST_ELF TESTNAME (see TESTS at the bottom).
 
 Every test runs under the seccomp sandbox (it allows pwrite64/fdatasync for the disk I/O
-threads); `sandboxed` checks that explicitly."""
+threads, fallocate for discard, ftruncate for resize-disk); `sandboxed` checks that explicitly.
+`enospc` runs in a private mount namespace on a small tmpfs (root only; skips otherwise)."""
 
+import errno
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmm_harness import TestFailure, Vmm, check, main, require_kvm  # noqa: E402
+from vmm_harness import TestFailure, Vmm, check, main, require_kvm, skip  # noqa: E402
 
 SECTOR = 512
 
@@ -288,6 +292,188 @@ def t_speed(vmm_path, guest):
         vm.stop()
 
 
+def pattern_bytes(text, n):
+    """What the guest's `blk write/fill ... TEXT` puts in n bytes."""
+    t = text.encode()
+    return (t * (n // len(t) + 1))[:n]
+
+
+def wait_capacity(vm, sectors, timeout=20.0):
+    """Waits for the guest's config-change line announcing `sectors`."""
+    # (printed when the interrupt wakes the idle loop, so after the prompt)
+    vm.con.wait_for(r"blk0: capacity %d sectors\r?$" % sectors, timeout, since=0)
+
+
+def check_resize_errors(vm, index, size_now):
+    """resize-disk argument errors; nothing changes."""
+    def err(args):
+        r = vm.ctl.request("resize-disk", args)
+        check("error" in r, "resize-disk %r accepted: %r" % (args, r))
+        return r["error"]
+    e = err({"index": index, "size": size_now - 4096})
+    check(e[:3] == ["INVALID_VALUE", "size", "cannot shrink"], "shrink: %r" % e)
+    e = err({"index": 7, "size": size_now * 2})
+    check(e[:2] == ["INVALID_VALUE", "index"], "bad index: %r" % e)
+    e = err({"index": index, "size": size_now + 100})
+    check(e[:3] == ["INVALID_VALUE", "size", "not a multiple of 512"], "unaligned: %r" % e)
+    e = err({"index": index, "size": "big"})
+    check(e[:2] == ["FIELD_TYPE_ERROR", "size"], "type: %r" % e)
+    check(vm.ctl.ok("resize-disk", {"index": index, "size": size_now}) == {"size": size_now},
+          "same size is a no-op")
+
+
+def t_resize(vmm_path, guest):
+    """resize-disk on a raw image while the guest runs: the file grows, the guest gets a
+    config interrupt, sees the new capacity and writes past the old end; errors."""
+    vm = Vmm(vmm_path, guest)
+    try:
+        img = make_image(vm, sectors=2048)
+        ro = make_image(vm, "ro.img", sectors=64)
+        boot(vm, [{"path": img}, {"path": ro, "readonly": True}])
+        check(blk(vm, "write 2048 x") == "blk write 2048: error 1", "write past the end")
+        check_resize_errors(vm, 0, 2048 * SECTOR)
+        e = vm.ctl.request("resize-disk", {"index": 1, "size": 1 << 20})["error"]
+        check(e[:3] == ["INVALID_VALUE", "index", "read-only disk"], "read-only: %r" % e)
+        check(os.path.getsize(ro) == 64 * SECTOR, "read-only image grew")
+        new = 6 << 20
+        check(vm.ctl.ok("resize-disk", {"index": 0, "size": new}) == {"size": new}, "resize")
+        check(os.path.getsize(img) == new, "file size %d" % os.path.getsize(img))
+        wait_capacity(vm, new // SECTOR)
+        check("%d sectors (%d KiB)" % (new // SECTOR, new // 1024) in blk(vm, "info"), "info")
+        last = new // SECTOR - 1
+        check(blk(vm, "write %d grown" % last) == "blk write %d: ok" % last, "write at new end")
+        check(blk(vm, "write 2048 old-end") == "blk write 2048: ok", "write at the old end")
+        check(read_sector(img, last) == pattern_bytes("grown", SECTOR), "host sees the write")
+        check(read_sector(img, 2048) == pattern_bytes("old-end", SECTOR), "old end on host")
+        check(blk(vm, "read %d" % (last + 1)) == "blk read %d: error 1" % (last + 1), "bound")
+        if shutil_which("qemu-img"):  # an independent reader of the image's size
+            q = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", "-f", "raw",
+                                           img], stdout=subprocess.PIPE, check=True).stdout)
+            check(q["virtual-size"] == new, "qemu-img virtual size %r" % q)
+        d = vm.ctl.ok("stats")["disks"]
+        check(d[0]["capacity"] == new and d[0]["format"] == "raw", "stats %r" % d[0])
+        check(d[1]["capacity"] == 64 * SECTOR and d[1]["format"] == "raw", "stats %r" % d[1])
+        # a reset keeps the new size (the device model outlives the machine)
+        vm.con.send("reboot")
+        vm.ctl.wait_event("reboot")
+        vm.con.wait_for(r"^ready\r?$", 20)
+        check("disk vda: %d sectors" % (new // SECTOR) in vm.con.text(), "after reboot")
+        check(vm.ctl.ok("query-status")["status"] == "running", "VMM state")
+    finally:
+        vm.stop()
+
+
+def shutil_which(name):
+    import shutil
+    return shutil.which(name)
+
+
+def t_discard(vmm_path, guest):
+    """Discard punches holes in a raw image (st_blocks drops, zeros read back); write-zeroes
+    zeroes; ranges are checked."""
+    vm = Vmm(vmm_path, guest)
+    try:
+        img = make_image(vm, sectors=16384)  # 8 MiB, written in full below
+        with open(img, "r+b") as f:
+            for i in range(8):
+                f.write(bytes([0x5a]) * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        before = os.stat(img).st_blocks
+        check(before >= 16384, "image not allocated: %d blocks" % before)
+        boot(vm, [{"path": img}])
+        info = blk(vm, "info")
+        check("discard yes, zeroes yes" in info, info)
+        check(blk(vm, "discard 2048 8192") == "blk discard 2048: ok", "discard")
+        after = os.stat(img).st_blocks
+        check(before - after >= 8192, "st_blocks %d -> %d" % (before, after))
+        check(os.path.getsize(img) == 16384 * SECTOR, "size changed")
+        zero = "fnv %s" % fnv(bytes(SECTOR))
+        check(zero in blk(vm, "read 2048") and zero in blk(vm, "read 10239"), "discarded reads")
+        check(("fnv %s" % fnv(bytes([0x5a]) * SECTOR)) in blk(vm, "read 2047"), "before range")
+        check(("fnv %s" % fnv(bytes([0x5a]) * SECTOR)) in blk(vm, "read 10240"), "after range")
+        check(blk(vm, "zero 12000 3") == "blk zero 12000: ok", "write-zeroes")
+        check(read_sector(img, 12000) == bytes(SECTOR) and read_sector(img, 12002) == bytes(SECTOR)
+              and read_sector(img, 12003) == bytes([0x5a]) * SECTOR, "zeroed range on host")
+        check(blk(vm, "discard 16000 385") == "blk discard 16000: error 1", "past the end")
+        check(blk(vm, "zero 16383 1") == "blk zero 16383: ok", "last sector")
+        d = vm.ctl.ok("stats")["disks"][0]
+        check(d["discards"] == 1 and d["write_zeroes"] == 2 and d["errors"] == 1, "stats %r" % d)
+        check(vm.ctl.ok("query-status")["status"] == "running", "VMM state")
+    finally:
+        vm.stop()
+
+
+MNTNS_ENV = "NUVEM_TEST_TMPFS"
+
+
+def in_small_tmpfs(argv, size):
+    """Returns the path of a tmpfs of `size` mounted in a private mount namespace, re-running
+    this test (argv) inside one first if needed (root only: exits 77 otherwise)."""
+    where = os.environ.get(MNTNS_ENV)
+    if where:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size, "nuvem-test",
+                        where], check=True)
+        return where
+    if os.geteuid() != 0:
+        skip("needs root for a private mount namespace with a tmpfs")
+    if not shutil_which("unshare"):
+        skip("unshare(1) is missing")
+    d = tempfile.mkdtemp(prefix="nuvem-enospc-")
+    try:
+        env = dict(os.environ, **{MNTNS_ENV: d})
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable] + argv,
+                           env=env, timeout=100)  # under ctest's 120 s
+        sys.exit(p.returncode)
+    finally:
+        os.rmdir(d)  # the mount went away with the namespace
+
+
+def fill_up(path):
+    """Writes path until the file system is full; returns the bytes written."""
+    n = 0
+    with open(path, "wb", buffering=0) as f:
+        chunk = b"\xff" * 65536
+        try:
+            for _ in range(1 << 16):  # bounded: 4 GiB at most
+                f.write(chunk)
+                f.flush()
+                n += len(chunk)
+        except OSError as e:
+            check(e.errno == errno.ENOSPC, "filler: %s" % e)
+            return n
+    raise TestFailure("the tmpfs never filled up")
+
+
+def t_enospc(vmm_path, guest):
+    """A full file system: the guest's write fails with an I/O error, the VMM lives, and the
+    same write succeeds once space is freed."""
+    require_kvm()
+    fs = in_small_tmpfs([os.path.abspath(__file__), vmm_path, guest, "enospc"], "4m")
+    vm = Vmm(vmm_path, guest)
+    try:
+        img = os.path.join(fs, "disk.img")
+        with open(img, "wb") as f:
+            f.truncate(32 << 20)  # sparse: larger than the file system
+        boot(vm, [{"path": img}])
+        check(blk(vm, "write 1 early") == "blk write 1: ok", "write with space")
+        filler = os.path.join(fs, "filler")
+        fill_up(filler)
+        check(blk(vm, "write 40000 full") == "blk write 40000: error 1", "write on a full fs")
+        check(blk(vm, "fill 50000 16 full") == "blk fill 50000: error 1", "fill on a full fs")
+        check(vm.ctl.ok("query-status")["status"] == "running", "VMM state")
+        check(vm.ctl.ok("stats")["disks"][0]["errors"] == 2, "errors counted")
+        check(("fnv %s" % fnv(pattern_bytes("early", SECTOR))) in blk(vm, "read 1"), "read")
+        os.unlink(filler)
+        check(blk(vm, "write 40000 freed") == "blk write 40000: ok", "write after freeing")
+        check(blk(vm, "flush") == "blk flush: ok", "flush")
+        check(read_sector(img, 40000) == pattern_bytes("freed", SECTOR), "host file")
+        vm.ctl.ok("quit")
+        check(vm.wait_exit() == 0, "exit code")
+    finally:
+        vm.stop()
+
+
 TESTS = {
     "rw": t_rw,
     "readonly": t_readonly,
@@ -298,6 +484,9 @@ TESTS = {
     "locked": t_locked,
     "sandboxed": t_sandboxed,
     "speed": t_speed,
+    "resize": t_resize,
+    "discard": t_discard,
+    "enospc": t_enospc,
 }
 
 if __name__ == "__main__":
