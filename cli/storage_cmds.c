@@ -1,4 +1,4 @@
-/* xe storage commands: sr-create/destroy/forget/scan/update, vdi-create/destroy/forget/
+/* xe storage commands: sr-create/probe/destroy/forget/scan/update, vdi-create/destroy/forget/
  * resize/snapshot/clone/copy, pbd-plug/unplug, with XCP's parameters, size suffixes and
  * errors. Their table entries are in commands.c. */
 #define _GNU_SOURCE
@@ -187,6 +187,24 @@ int xe_cmd_sr_create(xe_ctx *ctx, const xe_cmd *cmd)
     if (xe_call(ctx, "SR.create", a, &ref))
         return 1;
     return print_uuid(ctx, "SR", ref);
+}
+
+/* SR.probe's answer (XML from file-like SRs), printed as it comes. */
+int xe_cmd_sr_probe(xe_ctx *ctx, const xe_cmd *cmd)
+{
+    const xe_params *ps = &ctx->cl->params;
+    AUTOFREE char *host = NULL;
+    if (host_ref(ctx, true, &host))
+        return 1;
+    xv *a = xe_args1(host);
+    xv_array_append(a, map_params(ps, "device-config"));
+    xv_array_append(a, xv_new_string(xe_params_get(ps, "type")));
+    xv_array_append(a, map_params(ps, "sm-config"));
+    AUTO(xv) *out = NULL;
+    if (xe_call(ctx, "SR.probe", a, &out))
+        return 1;
+    xe_print_one(ctx, xv_str(out) ? xv_str(out) : "");
+    return 0;
 }
 
 int xe_cmd_sr_destroy(xe_ctx *ctx, const xe_cmd *cmd)

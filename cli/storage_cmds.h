@@ -5,6 +5,7 @@
 #include "xe.h"
 
 int xe_cmd_sr_create(xe_ctx *ctx, const xe_cmd *cmd);
+int xe_cmd_sr_probe(xe_ctx *ctx, const xe_cmd *cmd);
 int xe_cmd_sr_destroy(xe_ctx *ctx, const xe_cmd *cmd);
 int xe_cmd_sr_forget(xe_ctx *ctx, const xe_cmd *cmd);
 int xe_cmd_sr_scan(xe_ctx *ctx, const xe_cmd *cmd);

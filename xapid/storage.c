@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "sbuf.h"
 #include "sr.h"
 #include "util.h"
 
@@ -277,10 +278,27 @@ static xerr *host_pbd(xapid *x, const char *sr_ref, char **ret_ref, xv **ret_rec
     return NULL;
 }
 
-static const char *pbd_location(const xv *pbd)
+/* The directory of an SR from a device_config: device_config:location, or for a driver that
+ * keeps SRs under a shared directory (sr_driver.parent_key), <device_config:KEY>/<sr-uuid>.
+ * *ret is caller-frees; SR_BACKEND_FAILURE when the key is missing or not absolute. */
+static xerr *dc_dir(const sr_driver *d, const char *sr_uuid, const xv *dc, char **ret)
 {
-    const xv *dc = xv_struct_get(pbd, "device_config");
-    return dc ? xv_struct_get_str(dc, "location") : NULL;
+    const char *key = d->parent_key ? d->parent_key : "location";
+    const char *v = dc ? xv_struct_get_str(dc, key) : NULL;
+    if (!v || v[0] != '/') {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "The request is missing the %s parameter (an absolute path)",
+                 key);
+        return xerr_new("SR_BACKEND_FAILURE",
+                        d->parent_key ? "ConfigPathMissing" : "ConfigLocationMissing", msg, "");
+    }
+    *ret = d->parent_key ? xasprintf("%s/%s", v, sr_uuid) : xstrdup(v);
+    return NULL;
+}
+
+static xerr *pbd_dir(const sr_driver *d, const xv *srrec, const xv *pbd, char **ret)
+{
+    return dc_dir(d, rec_str(srrec, "uuid"), xv_struct_get(pbd, "device_config"), ret);
 }
 
 /* Attaches an SR through a PBD record and registers it (no DB change). */
@@ -289,10 +307,10 @@ static xerr *attach_pbd(xapid *x, const char *sr_ref, const xv *srrec, const xv 
     const sr_driver *d = sr_driver_lookup(rec_str(srrec, "type"));
     if (!d)
         return xerr_new("SR_UNKNOWN_DRIVER", rec_str(srrec, "type"));
-    const char *location = pbd_location(pbd);
-    if (!location || location[0] != '/')
-        return xerr_new("SR_BACKEND_FAILURE", "ConfigLocationMissing",
-                        "The request is missing the location parameter (an absolute path)", "");
+    AUTOFREE char *location = NULL;
+    xerr *e = pbd_dir(d, srrec, pbd, &location);
+    if (e)
+        return e;
     sr *h = NULL;
     int r = sr_attach(d, location, &h);
     if (r < 0)
@@ -506,6 +524,16 @@ static struct slot *slot_use(xapid *x, const char *sr_ref)
     return s;
 }
 
+/* Drops a use taken by slot_use. */
+static void slot_unuse(struct slot *s)
+{
+    pthread_mutex_lock(&slots_mu);
+    bool gone = --s->users == 0 && s->closing;
+    pthread_mutex_unlock(&slots_mu);
+    if (gone)
+        slot_free(s);
+}
+
 /* Collects one SR and records the outcome. -EALREADY when another collection runs. */
 static int gc_collect(xapid *x, const char *sr_ref)
 {
@@ -640,6 +668,7 @@ struct sr_create_p {
     const xv *sm_config;
     int64_t physical_size;
     bool plugged;
+    const char *parent_key; /* the driver's, see sr_driver */
     char *sr_ref;
 };
 
@@ -661,14 +690,29 @@ static xerr *sr_create_txn(store_txn *t, void *ud)
     xerr *e = st_create(t, CLS(SR), NULL, rec, &p->sr_ref);
     if (e || !p->host)
         return e;
-    AUTO(xv) *pbd = record_from_args(CLS(PBD), NULL);
-    xv *dc = p->device_config ? xv_copy(p->device_config) : xv_new_struct();
-    xv_struct_set(dc, "location", xv_new_string(p->location));
-    xv_struct_set(pbd, "device_config", dc);
-    xv_struct_set(pbd, "host", xv_new_string(p->host));
-    xv_struct_set(pbd, "SR", xv_new_string(p->sr_ref));
-    xv_struct_set(pbd, "currently_attached", xv_new_bool(p->plugged));
-    return st_create(t, CLS(PBD), NULL, pbd, NULL);
+    /* one PBD for the host, and for a shared SR one per host of the pool (the others plug
+     * theirs: this host can only attach here) */
+    AUTO(xv) *hosts = NULL;
+    if (p->shared && (e = st_get_all(t, CLS(host), NULL, NULL, 0, &hosts)))
+        return e;
+    size_t nh = hosts ? xv_array_len(hosts) : 0;
+    for (size_t i = 0; i <= nh; i++) {
+        const char *h = i == 0 ? p->host : xv_str(xv_array_get(hosts, i - 1));
+        if (i > 0 && !strcmp(h, p->host))
+            continue;
+        AUTO(xv) *pbd = record_from_args(CLS(PBD), NULL);
+        xv *dc = p->device_config ? xv_copy(p->device_config) : xv_new_struct();
+        if (!p->parent_key)
+            xv_struct_set(dc, "location", xv_new_string(p->location));
+        xv_struct_set(pbd, "device_config", dc);
+        xv_struct_set(pbd, "host", xv_new_string(h));
+        xv_struct_set(pbd, "SR", xv_new_string(p->sr_ref));
+        xv_struct_set(pbd, "currently_attached",
+                      xv_new_bool(p->plugged && !strcmp(h, p->x->host_ref)));
+        if ((e = st_create(t, CLS(PBD), NULL, pbd, NULL)))
+            return e;
+    }
+    return NULL;
 }
 
 /* SR.create's work, shared with the first-start local SR. */
@@ -682,9 +726,18 @@ static xerr *sr_create_do(xapid *x, struct sr_create_p *p, char **ret_ref)
     p->uuid = uuid;
     if (!p->content_type || !*p->content_type)
         p->content_type = d->content_type;
+    p->parent_key = d->parent_key;
     const char *given = p->device_config ? xv_struct_get_str(p->device_config, "location") : NULL;
     AUTOFREE char *dflt = xasprintf("%s/sr/%s", x->cfg.state_dir, uuid);
-    p->location = given && *given ? given : dflt;
+    AUTOFREE char *under = NULL;
+    if (d->parent_key) {
+        xerr *pe = dc_dir(d, uuid, p->device_config, &under);
+        if (pe)
+            return pe;
+        p->location = under;
+    } else {
+        p->location = given && *given ? given : dflt;
+    }
     if (p->location[0] != '/')
         return xerr_new("INVALID_VALUE", "device_config:location", p->location);
     int r = sr_create(d, p->location);
@@ -816,10 +869,9 @@ xerr *api_SR_destroy(api_ctx *ctx, const char *p_sr)
             pbd = pbds->u.st.vals[i];
     if (!pbd)
         return xerr_new("SR_HAS_NO_PBDS", p_sr);
-    const char *location = pbd_location(pbd);
-    if (!location || location[0] != '/')
-        return xerr_new("SR_BACKEND_FAILURE", "ConfigLocationMissing",
-                        "The request is missing the location parameter (an absolute path)", "");
+    AUTOFREE char *location = NULL;
+    if ((e = pbd_dir(d, srrec, pbd, &location)))
+        return e;
     gc_cancel_wait(ctx->x, p_sr);
     int r = sr_delete(d, location);
     if (r < 0 && r != -ENOENT)
@@ -938,6 +990,72 @@ xerr *api_SR_set_name_description(api_ctx *ctx, const char *p_sr, const char *p_
     return set_one(ctx, CLS(SR), p_sr, "name_description", xv_new_string(p_value));
 }
 
+/* As SM's probe for NFS-like SRs: the SRs found under the directory device_config names
+ * (device_config:path for `shared`, :location otherwise), as XML:
+ * <SRlist><SR><UUID>…</UUID></SR>…</SRlist>. Touches nothing. */
+xerr *api_SR_probe(api_ctx *ctx, const char *p_host, const xv *p_device_config, const char *p_type,
+                   const xv *p_sm_config, xv **ret)
+{
+    (void)p_sm_config;
+    if (is_null_ref(p_host))
+        return xerr_new("HANDLE_INVALID", "host", p_host ? p_host : "");
+    AUTO(xv) *host = NULL;
+    xerr *e = get_record(ctx->x, CLS(host), p_host, &host);
+    if (e)
+        return e;
+    const sr_driver *d = sr_driver_lookup(p_type);
+    if (!d)
+        return xerr_new("SR_UNKNOWN_DRIVER", p_type);
+    const char *key = d->parent_key ? d->parent_key : "location";
+    const char *dir = p_device_config ? xv_struct_get_str(p_device_config, key) : NULL;
+    if (!dir || dir[0] != '/') {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "The request is missing the %s parameter (an absolute path)",
+                 key);
+        return xerr_new("SR_BACKEND_FAILURE",
+                        d->parent_key ? "ConfigPathMissing" : "ConfigLocationMissing", msg, "");
+    }
+    char(*found)[37] = NULL;
+    size_t n = 0;
+    int r = sr_probe(d, dir, &found, &n);
+    if (r < 0)
+        return sr_xerr(r, "SR.probe", NULL, NULL);
+    sbuf b = {0};
+    sbuf_puts(&b, "<?xml version=\"1.0\" ?>\n<SRlist>\n");
+    for (size_t i = 0; i < n; i++)
+        sbuf_printf(&b, "\t<SR>\n\t\t<UUID>%s</UUID>\n\t</SR>\n", found[i]);
+    sbuf_puts(&b, "</SRlist>\n");
+    free(found);
+    *ret = xv_new_string_take(sbuf_steal(&b, NULL));
+    return NULL;
+}
+
+/* XAPI's rule: an SR becomes shared only when every host has a PBD for it, and stops being
+ * shared only when at most one host has. */
+xerr *api_SR_set_shared(api_ctx *ctx, const char *p_sr, bool p_value)
+{
+    AUTO(xv) *srrec = NULL;
+    xerr *e = get_record(ctx->x, CLS(SR), p_sr, &srrec);
+    if (e)
+        return e;
+    AUTO(xv) *pbds = NULL, *hosts = NULL;
+    if ((e = records_where(ctx->x, CLS(PBD), "SR", p_sr, &pbds)) ||
+        (e = store_get_all_records(ctx->x->st, CLS(host), NULL, NULL, 0, &hosts)))
+        return e;
+    if (p_value) {
+        for (size_t h = 0; h < hosts->u.st.n; h++) {
+            bool have = false;
+            for (size_t i = 0; i < pbds->u.st.n && !have; i++)
+                have = !strcmp(rec_str(pbds->u.st.vals[i], "host"), hosts->u.st.keys[h]);
+            if (!have)
+                return xerr_new("SR_NO_PBDS", p_sr);
+        }
+    } else if (pbds->u.st.n > 1) {
+        return xerr_new("SR_HAS_MULTIPLE_PBDS", pbds->u.st.keys[0]);
+    }
+    return set_one(ctx, CLS(SR), p_sr, "shared", xv_new_bool(p_value));
+}
+
 xerr *api_SR_get_supported_types(api_ctx *ctx, xv **ret)
 {
     (void)ctx;
@@ -960,6 +1078,10 @@ xerr *api_PBD_plug(api_ctx *ctx, const char *p_self)
     if (e)
         return e;
     const char *sr_ref = rec_str(pbd, "SR");
+    /* each host plugs its own PBDs (a shared SR has one per host) */
+    if (strcmp(rec_str(pbd, "host"), x->host_ref))
+        return xerr_new("OPERATION_NOT_ALLOWED",
+                        "the PBD belongs to another host, which plugs it itself");
     pthread_mutex_lock(&slots_mu);
     bool have = slot_find(x, sr_ref) != NULL;
     pthread_mutex_unlock(&slots_mu);
@@ -1004,6 +1126,9 @@ xerr *api_PBD_unplug(api_ctx *ctx, const char *p_self)
     const char *sr_ref = rec_str(pbd, "SR");
     if (!rec_bool(pbd, "currently_attached"))
         return NULL;
+    if (strcmp(rec_str(pbd, "host"), x->host_ref))
+        return xerr_new("OPERATION_NOT_ALLOWED",
+                        "the PBD belongs to another host, which unplugs it itself");
     gc_cancel_wait(x, sr_ref);
     struct slot *s = NULL;
     xerr *ge = slot_get(x, sr_ref, &s);
@@ -1035,6 +1160,18 @@ xerr *api_PBD_destroy(api_ctx *ctx, const char *p_self)
 
 /* ---- VDI ---------------------------------------------------------------------------------- */
 
+/* Waits, with no lock of ours held, until the collector is not merging the VDI's chain: the
+ * operation that follows holds the SR's operation lock, and waiting under it would hold up
+ * the SR's other chains too (a merge starting in between is still waited for under it). */
+static void vdi_wait_chain(xapid *x, const xv *rec)
+{
+    struct slot *u = slot_use(x, rec_str(rec, "SR"));
+    if (!u)
+        return;
+    sr_vdi_wait_chain(u->h, rec_str(rec, "location"));
+    slot_unuse(u);
+}
+
 /* The VDI's record and its SR's slot (locked). */
 static xerr *vdi_open(xapid *x, const char *vdi, xv **ret_rec, struct slot **ret_slot)
 {
@@ -1042,6 +1179,7 @@ static xerr *vdi_open(xapid *x, const char *vdi, xv **ret_rec, struct slot **ret
     xerr *e = get_record(x, CLS(VDI), vdi, &rec);
     if (e)
         return e;
+    vdi_wait_chain(x, rec);
     if ((e = slot_get(x, rec_str(rec, "SR"), ret_slot)))
         return e;
     *ret_rec = TAKE_PTR(rec);
@@ -1261,35 +1399,139 @@ xerr *api_VDI_clone(api_ctx *ctx, const char *p_vdi, const xv *p_driver_params, 
     return vdi_tree_copy(ctx, p_vdi, false, ret);
 }
 
+/* Takes the slots of up to three SRs (duplicates allowed) in one order (by ref), so that
+ * opposite copies cannot deadlock; out[i] is refs[i]'s slot. On failure none is held. */
+static xerr *slots_get_n(xapid *x, const char *const *refs, size_t n, struct slot **out)
+{
+    const char *order[3];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < k && !dup; j++)
+            dup = !strcmp(order[j], refs[i]);
+        if (!dup)
+            order[k++] = refs[i];
+    }
+    for (size_t i = 1; i < k; i++)
+        for (size_t j = i; j > 0 && strcmp(order[j - 1], order[j]) > 0; j--) {
+            const char *t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    struct slot *held[3] = {0};
+    for (size_t i = 0; i < k; i++) {
+        xerr *e = slot_get(x, order[i], &held[i]);
+        if (e) {
+            while (i > 0)
+                slot_put(held[--i]);
+            return e;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < k; j++)
+            if (!strcmp(order[j], refs[i]))
+                out[i] = held[j];
+    return NULL;
+}
+
+static void slots_put_n(struct slot **s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = s[j] == s[i];
+        if (!seen && s[i])
+            slot_put(s[i]);
+    }
+}
+
+/* VDI.copy into an existing VDI: into_vdi ends up reading what vdi reads over vdi's size
+ * (with base_vdi, only the blocks where vdi and base_vdi differ are written, into_vdi being
+ * taken to hold base_vdi's data already). */
+static xerr *vdi_copy_into(xapid *x, const char *p_vdi, const xv *rec, const char *p_base,
+                           const char *p_into, xv **ret)
+{
+    if (!strcmp(p_vdi, p_into))
+        return xerr_new("INVALID_VALUE", "into_vdi", p_into);
+    AUTO(xv) *into = NULL, *base = NULL;
+    xerr *e = get_record(x, CLS(VDI), p_into, &into);
+    if (!e && !is_null_ref(p_base))
+        e = get_record(x, CLS(VDI), p_base, &base);
+    if (e)
+        return e;
+    if (rec_bool(into, "read_only") || !rec_bool(into, "managed"))
+        return xerr_new("VDI_READONLY", p_into);
+    if (rec_int(into, "virtual_size") < rec_int(rec, "virtual_size")) {
+        char buf[24];
+        snprintf(buf, sizeof(buf), "%lld", (long long)rec_int(rec, "virtual_size"));
+        return xerr_new("VDI_TOO_SMALL", p_into, buf);
+    }
+    if ((e = vdi_check_unattached(x, p_into, "copy")))
+        return e;
+    vdi_wait_chain(x, rec);
+    vdi_wait_chain(x, into);
+    if (base)
+        vdi_wait_chain(x, base);
+    const char *refs[3] = {rec_str(rec, "SR"), rec_str(into, "SR"),
+                           base ? rec_str(base, "SR") : rec_str(rec, "SR")};
+    struct slot *sl[3] = {0};
+    if ((e = slots_get_n(x, refs, 3, sl)))
+        return e;
+    int r = sr_vdi_copy_into(sl[0]->h, rec_str(rec, "location"), base ? sl[2]->h : NULL,
+                             base ? rec_str(base, "location") : NULL, sl[1]->h,
+                             rec_str(into, "location"));
+    if (r == -EFBIG) {
+        char buf[24];
+        snprintf(buf, sizeof(buf), "%lld", (long long)rec_int(rec, "virtual_size"));
+        e = xerr_new("VDI_TOO_SMALL", p_into, buf);
+    } else if (r == -EBUSY) {
+        e = xerr_new("VDI_IN_USE", p_into, "copy");
+    } else if (r == -EROFS) {
+        e = xerr_new("VDI_READONLY", p_into);
+    } else if (r < 0) {
+        e = sr_xerr(r, "copy", refs[0], p_vdi);
+    } else {
+        struct vdi_upd_p p = {.ref = p_into, .rec = into};
+        if ((r = sr_vdi_info(sl[1]->h, rec_str(into, "location"), &p.vi)) == 0)
+            e = store_write(x->st, vdi_upd_txn, &p);
+        if (!e)
+            e = sr_sync(x, sl[1], false);
+    }
+    slots_put_n(sl, 3);
+    if (!e)
+        *ret = xv_new_string(p_into);
+    return e;
+}
+
+/* XAPI's VDI.copy: into a new VDI of sr (the VDI's own SR when NULL), or into into_vdi. A
+ * base_vdi without into_vdi is ignored: a new VDI holds nothing of it, so all is copied. */
 xerr *api_VDI_copy(api_ctx *ctx, const char *p_vdi, const char *p_sr, const char *p_base_vdi,
                    const char *p_into_vdi, xv **ret)
 {
     xapid *x = ctx->x;
-    if (!is_null_ref(p_into_vdi) || !is_null_ref(p_base_vdi))
-        return xerr_new("NOT_IMPLEMENTED", "VDI.copy with base_vdi or into_vdi");
     AUTO(xv) *rec = NULL;
     xerr *e = get_record(x, CLS(VDI), p_vdi, &rec);
     if (e)
         return e;
+    if (!is_null_ref(p_into_vdi))
+        return vdi_copy_into(x, p_vdi, rec, p_base_vdi, p_into_vdi, ret);
     const char *src_sr = rec_str(rec, "SR");
     const char *dst_sr = is_null_ref(p_sr) ? src_sr : p_sr;
-    /* two slots: take them in a fixed order so opposite copies cannot deadlock */
-    bool same = !strcmp(src_sr, dst_sr);
-    const char *first = same || strcmp(src_sr, dst_sr) < 0 ? src_sr : dst_sr;
-    const char *second = first == src_sr ? dst_sr : src_sr;
-    AUTOSLOT *s1 = NULL;
-    AUTOSLOT *s2 = NULL;
-    if ((e = slot_get(x, first, &s1)))
+    const char *refs[2] = {src_sr, dst_sr};
+    struct slot *sl[2] = {0};
+    vdi_wait_chain(x, rec);
+    if ((e = slots_get_n(x, refs, 2, sl)))
         return e;
-    if (!same && (e = slot_get(x, second, &s2)))
-        return e;
-    struct slot *src = first == src_sr ? s1 : s2, *dst = same ? s1 : (src == s1 ? s2 : s1);
     struct sr_vdi_info nv;
-    int r = sr_vdi_copy(src->h, rec_str(rec, "location"), dst->h, &nv);
+    int r = sr_vdi_copy(sl[0]->h, rec_str(rec, "location"), sl[1]->h, &nv);
     if (r < 0)
-        return sr_xerr(r, "copy", src_sr, p_vdi);
-    return record_new_vdi(x, dst, vdi_derived_record(dst->sr_ref, rec, p_vdi, &nv, false, true),
-                          nv.location, ret);
+        e = sr_xerr(r, "copy", src_sr, p_vdi);
+    else
+        e = record_new_vdi(x, sl[1],
+                           vdi_derived_record(sl[1]->sr_ref, rec, p_vdi, &nv, false, true),
+                           nv.location, ret);
+    slots_put_n(sl, 2);
+    return e;
 }
 
 xerr *api_VDI_introduce(api_ctx *ctx, const char *p_uuid, const char *p_name_label,
@@ -1397,8 +1639,51 @@ xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi)
     xerr *e = vdi_open(x, vdi, &rec, &s);
     if (e)
         return e;
-    int r = sr_vdi_detach(s->h, rec_str(rec, "location"));
-    return r < 0 && r != -ENOENT ? sr_xerr(r, "detach", s->sr_ref, vdi) : NULL;
+    const char *loc = rec_str(rec, "location");
+    int r = sr_vdi_detach(s->h, loc);
+    if (r < 0 && r != -ENOENT)
+        return sr_xerr(r, "detach", s->sr_ref, vdi);
+    /* the collector skips attached chains: it may have work now (e.g. after an import) */
+    if (!sr_vdi_attached(s->h, loc))
+        gc_kick(x, s->sr_ref);
+    return NULL;
+}
+
+xerr *xapid_storage_vdi_stage(xapid *x, const char *vdi, char **ret_path)
+{
+    AUTO(xv) *rec = NULL;
+    AUTOSLOT *s = NULL;
+    xerr *e = vdi_open(x, vdi, &rec, &s);
+    if (e)
+        return e;
+    int r = sr_vdi_stage(s->h, rec_str(rec, "location"), ret_path);
+    return r < 0 ? sr_xerr(r, "import", s->sr_ref, vdi) : NULL;
+}
+
+xerr *xapid_storage_vdi_stage_commit(xapid *x, const char *vdi)
+{
+    AUTO(xv) *rec = NULL;
+    AUTOSLOT *s = NULL;
+    xerr *e = vdi_open(x, vdi, &rec, &s);
+    if (e)
+        return e;
+    int r = sr_vdi_stage_commit(s->h, rec_str(rec, "location"));
+    if (r < 0)
+        return sr_xerr(r, "import", s->sr_ref, vdi);
+    /* the old data's base copy and the VDI's new parent: from the disk */
+    return sr_sync(x, s, true);
+}
+
+void xapid_storage_vdi_stage_abort(xapid *x, const char *vdi)
+{
+    AUTO(xv) *rec = NULL;
+    AUTOSLOT *s = NULL;
+    xerr *e = vdi_open(x, vdi, &rec, &s);
+    if (e) {
+        xerr_free(e);
+        return;
+    }
+    sr_vdi_stage_abort(s->h, rec_str(rec, "location"));
 }
 
 /* ---- start-up and shutdown ---------------------------------------------------------------- */

@@ -7,13 +7,15 @@
  * result (the VDI ref) or the error, as XAPI does.
  *
  * Import streams the body to the VDI, never holding more than one 2 MiB chunk in memory: the
- * data goes into a temporary differencing VHD on top of the VDI's leaf (so the VDI keeps its
- * old contents until the upload is complete), which is merged into the leaf once the whole
- * body arrived and then deleted. A broken upload deletes the overlay and leaves the VDI as it
- * was. Chunks that equal what the disk already reads are not written (an empty disk stays
- * sparse). A raw body may be shorter than the virtual size (the rest is left as it is), not
- * longer (413). A vhd body (fixed or dynamic) is first stored next to the VDI, bounded by
- * what a VHD of the VDI's size can take, then copied the same way.
+ * data goes into a staging differencing VHD on top of the VDI's leaf (sr_vdi_stage: the VDI
+ * keeps its old contents, byte for byte, until the upload is complete), which becomes the
+ * VDI's leaf in one journalled rename once the whole body arrived (the old leaf a hidden base
+ * copy that the collector merges back after the detach). A broken upload, or a daemon that
+ * dies meanwhile, drops the stage and leaves the VDI as it was. Chunks that equal what the
+ * disk already reads are not written (an empty disk stays sparse). A raw body may be shorter than
+ * the virtual size (the rest is left as it is), not longer (413). A vhd body (fixed or dynamic) is
+ * first stored next to the VDI, bounded by what a VHD of the VDI's size can take, then copied the
+ * same way.
  *
  * Export streams raw bytes straight from the VHD chain; format=vhd builds a standalone dynamic
  * VHD (allocated data only) in a temporary file next to the VDI and sends that. */
@@ -207,7 +209,7 @@ static void release(struct vdi_http *v)
     vhd_close(v->src);
     v->src = NULL;
     if (v->overlay)
-        unlink(v->overlay);
+        xapid_storage_vdi_stage_abort(v->x, v->vdi);
     if (v->upload_fd >= 0)
         close(v->upload_fd);
     v->upload_fd = -1;
@@ -536,10 +538,16 @@ static enum MHD_Result import_finish(struct vdi_http *v, struct MHD_Connection *
     vhd_close(v->ov);
     v->ov = NULL;
     if (!v->err) {
-        uint64_t sectors = 0;
-        v->err = vhd_coalesce(v->overlay, &sectors);
-        log_info("import_raw_vdi %s: %llu bytes received, %llu sectors written", v->vdi,
-                 (unsigned long long)v->received, (unsigned long long)sectors);
+        xerr *ce = xapid_storage_vdi_stage_commit(v->x, v->vdi);
+        if (ce) {
+            log_warn("import_raw_vdi %s failed: %s", v->vdi, ce->code);
+            release(v);
+            task_fail(v, ce);
+            return respond(c, 500, "Import failed");
+        }
+        free(v->overlay); /* it is the VDI's leaf now */
+        v->overlay = NULL;
+        log_info("import_raw_vdi %s: %llu bytes received", v->vdi, (unsigned long long)v->received);
     }
     release(v);
     if (v->err) {
@@ -591,14 +599,9 @@ static xerr *import_start(struct vdi_http *v, struct MHD_Connection *c, unsigned
     const char *dir = dirname(dir_copy);
     AUTOFREE char *base_copy = xstrdup(v->leaf);
     const char *base = basename(base_copy);
-    v->overlay = xasprintf("%s/.%s.import.tmp", dir, base);
-    unlink(v->overlay); /* left by a crash */
-    r = vhd_snapshot(v->overlay, v->leaf, 0);
-    if (r < 0) {
-        free(v->overlay);
-        v->overlay = NULL;
+    if ((e = xapid_storage_vdi_stage(v->x, v->vdi, &v->overlay))) {
         *status = 500;
-        return errno_xerr(r, "overlay");
+        return e;
     }
     r = vhd_open(v->overlay, VHD_OPEN_RDWR, &v->ov);
     if (r < 0) {

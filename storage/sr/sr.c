@@ -6,6 +6,7 @@
  * steps (coalesce, re-parent, unlink; unhide, rename) each leave readable chains. */
 #define _GNU_SOURCE
 #include "sr.h"
+#include "sr-priv.h"
 
 #include "cleanup.h"
 #include "mem.h"
@@ -36,15 +37,39 @@ struct attached {
     unsigned n_rw, n_ro;
 };
 
+/* A node of the tree on disk. */
+struct node {
+    struct sr_vdi_info i;
+    char vhd_uuid[37]; /* footer unique id */
+    char vhd_parent[37];
+    int parent; /* index, -1 */
+};
+
+/* The per-chain guard of a running merge. While the collector copies a node's data into its
+ * parent with the SR mutex released, the parent is written and the chains through it are in
+ * flux: operations on the parent, the merged node and the node's descendants (the whole
+ * subtree that reads through the parent) wait on cv; every other chain of the SR goes on.
+ * Scans see the parent as it was when the merge began. */
+struct fence {
+    bool on;
+    struct node parent;  /* the node written, as loaded before the copy */
+    char (*members)[37]; /* parent, merged node and its descendants */
+    size_t n;
+};
+
 struct sr {
     const sr_driver *d;
     char *dir;
     int lockfd;
     pthread_mutex_t mu;
+    pthread_cond_t cv; /* signalled when a fence comes down */
     struct attached *att;
     size_t natt;
     bool gc_running; /* one collector at a time: two would write one parent */
+    struct fence fence;
 };
+
+void (*sr_test_merge_hook)(sr *s, const char *parent, const char *child);
 
 void sr_backend_clear(struct sr_backend *b)
 {
@@ -82,13 +107,20 @@ static bool att_busy(sr *s, const char *uuid)
     return a && (a->n_rw || a->n_ro);
 }
 
-/* A node of the tree on disk. */
-struct node {
-    struct sr_vdi_info i;
-    char vhd_uuid[37]; /* footer unique id */
-    char vhd_parent[37];
-    int parent; /* index, -1 */
-};
+static bool fenced(const sr *s, const char *uuid)
+{
+    for (size_t i = 0; s->fence.on && i < s->fence.n; i++)
+        if (!strcmp(s->fence.members[i], uuid))
+            return true;
+    return false;
+}
+
+/* Waits, with s->mu held, until no merge involves the VDI's chain. */
+static void fence_wait(sr *s, const char *uuid)
+{
+    while (fenced(s, uuid))
+        pthread_cond_wait(&s->cv, &s->mu);
+}
 
 static bool vhd_name(const char *name, char uuid[static 37])
 {
@@ -139,7 +171,9 @@ static int nodes_load(sr *s, struct node **ret, size_t *ret_n)
         if (!vhd_name(de->d_name, uuid))
             continue;
         struct node nd;
-        if (node_load(s, uuid, &nd) < 0)
+        if (s->fence.on && !strcmp(uuid, s->fence.parent.i.uuid))
+            nd = s->fence.parent; /* written by a merge: its metadata is in flux */
+        else if (node_load(s, uuid, &nd) < 0)
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -230,15 +264,18 @@ static int file_vdi_info(sr *s, const char *uuid, struct sr_vdi_info *ret)
     int r = node_load(s, uuid, &nd);
     if (r < 0)
         return r;
-    /* the parent's VDI uuid: the node list resolves it */
+    /* the parent's VDI uuid: the name of the file the chain opens through (only the chain is
+     * read, not every node of the SR; the parent must carry the id the child records) */
     if (nd.vhd_parent[0]) {
-        struct node *nodes = NULL;
-        size_t n = 0;
-        if (nodes_load(s, &nodes, &n) == 0) {
-            for (size_t i = 0; i < n; i++)
-                if (!strcmp(nodes[i].vhd_uuid, nd.vhd_parent))
-                    memcpy(nd.i.parent_uuid, nodes[i].i.uuid, 37);
-            free(nodes);
+        AUTOFREE char *path = vpath(s, uuid);
+        vhd *v = NULL;
+        if (vhd_open(path, VHD_OPEN_RDONLY, &v) == 0) {
+            const vhd *p = vhd_parent(v);
+            const char *slash = p ? strrchr(vhd_path(p), '/') : NULL;
+            char pu[37];
+            if (p && vhd_name(slash ? slash + 1 : vhd_path(p), pu))
+                memcpy(nd.i.parent_uuid, pu, sizeof(pu));
+            vhd_close(v);
         }
     }
     *ret = nd.i;
@@ -377,6 +414,28 @@ static void journal_recover(sr *s)
     free(names);
 }
 
+/* Removes staged imports a crash left (sr_vdi_stage): run at attach, when none can be live. */
+static void stage_sweep(sr *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        char uuid[37];
+        if (n != 1 + 36 + 4 + 4 || de->d_name[0] != '.' || strcmp(de->d_name + 37, ".vhd.new"))
+            continue;
+        memcpy(uuid, de->d_name + 1, 36);
+        uuid[36] = '\0';
+        if (!uuid_valid(uuid))
+            continue;
+        AUTOFREE char *p = xasprintf("%s/%s", s->dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
 static int file_vdi_snapshot(sr *s, const char *uuid, struct sr_vdi_info *ret_new,
                              struct sr_vdi_info *ret_base)
 {
@@ -451,11 +510,79 @@ static bool chain_attached(sr *s, const struct node *nodes, size_t n, size_t top
     return false;
 }
 
+/* Raises the fence for merging nodes[child] into nodes[parent]: the parent, the child and the
+ * child's descendants. */
+static void fence_up(sr *s, const struct node *nodes, size_t n, size_t parent, size_t child)
+{
+    struct fence *f = &s->fence;
+    f->parent = nodes[parent];
+    f->parent.i.children = 0;
+    f->parent.i.parent_uuid[0] = '\0';
+    f->parent.parent = -1;
+    f->members = xrealloc(f->members, (n + 1) * sizeof(*f->members));
+    f->n = 0;
+    memcpy(f->members[f->n++], nodes[parent].i.uuid, 37);
+    for (size_t j = 0; j < n; j++) {
+        /* j is in the subtree of child if child is on its way to the root */
+        int k = (int)j;
+        for (unsigned depth = 0; k >= 0 && depth <= VHD_MAX_CHAIN_DEPTH;
+             depth++, k = nodes[k].parent)
+            if (k == (int)child) {
+                memcpy(f->members[f->n++], nodes[j].i.uuid, 37);
+                break;
+            }
+    }
+    f->on = true;
+}
+
+static void fence_down(sr *s)
+{
+    s->fence.on = false;
+    s->fence.n = 0;
+    pthread_cond_broadcast(&s->cv);
+}
+
+/* Copies child's data into its parent with the mutex released (s->mu held on entry and
+ * return), behind the fence of that subtree. */
+static int merge_unlocked(sr *s, const struct node *nodes, size_t n, size_t parent, size_t child)
+{
+    AUTOFREE char *p = vpath(s, nodes[child].i.uuid);
+    fence_up(s, nodes, n, parent, child);
+    pthread_mutex_unlock(&s->mu);
+    if (sr_test_merge_hook)
+        sr_test_merge_hook(s, nodes[parent].i.uuid, nodes[child].i.uuid);
+    int r = vhd_coalesce(p, NULL);
+    pthread_mutex_lock(&s->mu);
+    fence_down(s);
+    return r;
+}
+
+/* Reloads the tree after a merge and finds the node uuid (index, or -1 when it is gone or no
+ * longer the only child of parent_uuid, or an attached VDI reads through it: the step is then
+ * abandoned, the parent holding a copy of data the child still has). */
+static int reload_check(sr *s, const char *uuid, const char *parent_uuid, struct node **ret,
+                        size_t *ret_n)
+{
+    int r = nodes_load(s, ret, ret_n);
+    if (r < 0)
+        return r;
+    struct node *now = *ret;
+    size_t m = *ret_n;
+    for (size_t j = 0; j < m; j++)
+        if (!strcmp(now[j].i.uuid, uuid)) {
+            if (now[j].parent < 0 || strcmp(now[now[j].parent].i.uuid, parent_uuid) ||
+                now[now[j].parent].i.children != 1 || chain_attached(s, now, m, j))
+                return -1;
+            return (int)j;
+        }
+    return -1;
+}
+
 /* One GC step, called with s->mu held; returns 1 if it changed something (or should look
- * again), 0 if nothing is left to do. The data copy of an inner coalesce keeps the mutex:
- * nothing else writes the hidden node and its parent, but snapshots, clones and attaches
- * open the chains through them, and a reader of a parent in mid-copy saw a transient
- * inconsistency (test_gc_concurrent, under load). */
+ * again), 0 if nothing is left to do. The long data copy of a merge runs with the mutex
+ * released behind a fence on the subtree being merged (see struct fence), so snapshots,
+ * clones, attaches and copies of the SR's other chains go on meanwhile; the tree is checked
+ * again before the children are re-parented. */
 static int gc_step(sr *s, struct sr_gc_stats *st)
 {
     AUTOFREE struct node *nodes = NULL;
@@ -487,23 +614,15 @@ static int gc_step(sr *s, struct sr_gc_stats *st)
         memcpy(parent, nodes[nd->parent].i.uuid, sizeof(parent));
         AUTOFREE char *p = vpath(s, me);
         AUTOFREE char *pp = vpath(s, parent);
-        if ((r = vhd_coalesce(p, NULL)) < 0)
+        if ((r = merge_unlocked(s, nodes, n, (size_t)nd->parent, i)) < 0)
             return r;
-        /* look at the tree again before re-parenting (cheap, and keeps the step correct
-         * should the copy ever run unlocked again) */
         AUTOFREE struct node *now = NULL;
         size_t m = 0;
-        if ((r = nodes_load(s, &now, &m)) < 0)
-            return r;
-        size_t k = m;
+        int k = reload_check(s, me, parent, &now, &m);
+        if (k < 0)
+            return k == -1 ? 1 : k;
         for (size_t j = 0; j < m; j++)
-            if (!strcmp(now[j].i.uuid, me))
-                k = j;
-        if (k == m || now[k].parent < 0 || strcmp(now[now[k].parent].i.uuid, parent) ||
-            now[now[k].parent].i.children != 1 || chain_attached(s, now, m, k))
-            return 1;
-        for (size_t j = 0; j < m; j++)
-            if (now[j].parent == (int)k) {
+            if (now[j].parent == k) {
                 AUTOFREE char *c = vpath(s, now[j].i.uuid);
                 if ((r = vhd_set_parent(c, pp)) < 0)
                     return r;
@@ -519,9 +638,22 @@ static int gc_step(sr *s, struct sr_gc_stats *st)
         if (nd->i.hidden || nd->i.children || nd->parent < 0 || nodes[nd->parent].i.children != 1 ||
             !nodes[nd->parent].i.hidden || att_busy(s, nd->i.uuid))
             continue;
-        AUTOFREE char *p = vpath(s, nd->i.uuid);
-        AUTOFREE char *pp = vpath(s, nodes[nd->parent].i.uuid);
-        if ((r = vhd_coalesce(p, NULL)) < 0 || (r = vhd_set_hidden(pp, false)) < 0)
+        char me[37], parent[37];
+        memcpy(me, nd->i.uuid, sizeof(me));
+        memcpy(parent, nodes[nd->parent].i.uuid, sizeof(parent));
+        AUTOFREE char *p = vpath(s, me);
+        AUTOFREE char *pp = vpath(s, parent);
+        if ((r = merge_unlocked(s, nodes, n, (size_t)nd->parent, i)) < 0)
+            return r;
+        /* the leaf may have been snapshotted or attached before the fence went up again */
+        AUTOFREE struct node *now = NULL;
+        size_t m = 0;
+        int k = reload_check(s, me, parent, &now, &m);
+        if (k < 0)
+            return k == -1 ? 1 : k;
+        if (now[k].i.hidden || now[k].i.children || att_busy(s, me))
+            return 1;
+        if ((r = vhd_set_hidden(pp, false)) < 0)
             return r;
         if (rename(pp, p) < 0)
             return -errno;
@@ -657,7 +789,25 @@ static const sr_driver iso_driver = {
     .vdi_info = iso_vdi_info,
 };
 
-const sr_driver *const sr_drivers[] = {&file_driver, &iso_driver, NULL};
+/* `shared`: the file driver for a directory every pool host sees (an NFS export mounted at
+ * the same path on each): the SR lives in <device_config:path>/<sr-uuid>. */
+static const sr_driver shared_driver = {
+    .type = "shared",
+    .content_type = "user",
+    .suffix = ".vhd",
+    .parent_key = "path",
+    .sr_create = file_sr_create,
+    .sr_delete = file_sr_delete,
+    .scan = file_scan,
+    .vdi_create = file_vdi_create,
+    .vdi_delete = file_vdi_delete,
+    .vdi_resize = file_vdi_resize,
+    .vdi_snapshot = file_vdi_snapshot,
+    .vdi_info = file_vdi_info,
+    .gc = file_gc_locked,
+};
+
+const sr_driver *const sr_drivers[] = {&file_driver, &shared_driver, &iso_driver, NULL};
 
 const sr_driver *sr_driver_lookup(const char *type)
 {
@@ -668,6 +818,54 @@ const sr_driver *sr_driver_lookup(const char *type)
 }
 
 int sr_gc(sr *s, struct sr_gc_stats *ret);
+
+/* ---- probe -------------------------------------------------------------------------------- */
+
+/* Whether dir holds an SR of d: its lock file, or a VDI file of the driver. */
+static bool sr_dir_looks_used(const sr_driver *d, const char *dir)
+{
+    DIR *dd = opendir(dir);
+    if (!dd)
+        return false;
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(dd))) {
+        char uuid[37];
+        found = !strcmp(de->d_name, LOCK_NAME) ||
+                (d->read_only ? iso_name(de->d_name) : vhd_name(de->d_name, uuid));
+    }
+    closedir(dd);
+    return found;
+}
+
+int sr_probe(const sr_driver *d, const char *dir, char (**ret)[37], size_t *ret_n)
+{
+    if (!d || !dir || dir[0] != '/')
+        return -EINVAL;
+    DIR *dd = opendir(dir);
+    if (!dd)
+        return -errno;
+    char(*out)[37] = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    /* bounded by the directory; names are sorted so the answer is stable */
+    while ((de = readdir(dd))) {
+        if (strlen(de->d_name) != 36 || !uuid_valid(de->d_name))
+            continue;
+        AUTOFREE char *sub = xasprintf("%s/%s", dir, de->d_name);
+        struct stat st;
+        if (stat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || !sr_dir_looks_used(d, sub))
+            continue;
+        out = xrealloc(out, (n + 1) * sizeof(*out));
+        memcpy(out[n++], de->d_name, 37);
+    }
+    closedir(dd);
+    if (n > 1)
+        qsort(out, n, sizeof(*out), (int (*)(const void *, const void *))strcmp);
+    *ret = out ? out : xcalloc(1, sizeof(*out));
+    *ret_n = n;
+    return 0;
+}
 
 /* ---- generic layer ------------------------------------------------------------------------ */
 
@@ -702,8 +900,11 @@ int sr_attach(const sr_driver *d, const char *location, sr **ret)
     s->dir = xstrdup(location);
     s->lockfd = fd;
     pthread_mutex_init(&s->mu, NULL);
-    if (!d->read_only)
+    pthread_cond_init(&s->cv, NULL);
+    if (!d->read_only) {
         journal_recover(s);
+        stage_sweep(s);
+    }
     *ret = s;
     return 0;
 }
@@ -715,6 +916,8 @@ void sr_detach(sr *s)
     if (s->lockfd >= 0)
         close(s->lockfd);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->fence.members);
     free(s->att);
     free(s->dir);
     free(s);
@@ -785,6 +988,16 @@ int sr_round_size(int64_t requested, uint64_t *ret)
         _r;                                                                                        \
     })
 
+/* LOCKED, once no merge involves the chain of VDI uuid. */
+#define LOCKED_CHAIN(s, uuid, expr)                                                                \
+    ({                                                                                             \
+        pthread_mutex_lock(&(s)->mu);                                                              \
+        fence_wait((s), (uuid));                                                                   \
+        int _r = (expr);                                                                           \
+        pthread_mutex_unlock(&(s)->mu);                                                            \
+        _r;                                                                                        \
+    })
+
 int sr_scan(sr *s, struct sr_vdi_info **ret, size_t *ret_n)
 {
     if (!s->d->scan)
@@ -812,7 +1025,7 @@ int sr_vdi_info(sr *s, const char *uuid, struct sr_vdi_info *ret)
         return -EINVAL;
     if (!s->d->vdi_info)
         return -ENOTSUP;
-    return LOCKED(s, s->d->vdi_info(s, uuid, ret));
+    return LOCKED_CHAIN(s, uuid, s->d->vdi_info(s, uuid, ret));
 }
 
 int sr_vdi_create(sr *s, uint64_t size, struct sr_vdi_info *ret)
@@ -842,7 +1055,7 @@ int sr_vdi_delete(sr *s, const char *uuid)
         return -EROFS;
     if (!s->d->vdi_delete)
         return -ENOTSUP;
-    return LOCKED(s, vdi_delete_locked(s, uuid));
+    return LOCKED_CHAIN(s, uuid, vdi_delete_locked(s, uuid));
 }
 
 static int vdi_resize_locked(sr *s, const char *uuid, uint64_t size)
@@ -863,7 +1076,7 @@ int sr_vdi_resize(sr *s, const char *uuid, uint64_t size)
         return -EINVAL;
     if (!s->d->vdi_resize)
         return -ENOTSUP;
-    return LOCKED(s, vdi_resize_locked(s, uuid, sz));
+    return LOCKED_CHAIN(s, uuid, vdi_resize_locked(s, uuid, sz));
 }
 
 static int vdi_snapshot_locked(sr *s, const char *uuid, struct sr_vdi_info *ret_new,
@@ -886,7 +1099,7 @@ int sr_vdi_snapshot(sr *s, const char *uuid, struct sr_vdi_info *ret_new,
         return -EROFS;
     if (!s->d->vdi_snapshot)
         return -ENOTSUP;
-    return LOCKED(s, vdi_snapshot_locked(s, uuid, ret_new, ret_base));
+    return LOCKED_CHAIN(s, uuid, vdi_snapshot_locked(s, uuid, ret_new, ret_base));
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -897,14 +1110,80 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
-/* The source of a copy: a VHD chain, or a raw file read as zeros past its end. */
-struct copy_src {
+static int vdi_attach_locked(sr *s, const char *uuid, bool rw, struct sr_backend *ret);
+static int vdi_detach_locked(sr *s, const char *uuid);
+
+/* One end of a copy: a VDI held through the attach protocol (so no delete, resize, snapshot
+ * of a writer, or merge of its chain happens meanwhile), opened as a VHD chain or, for a raw
+ * image such as an ISO, as a file read as zeros past its end. */
+struct copy_end {
+    sr *s;
+    char location[256];
+    bool attached;
     vhd *v;
     int fd;
     uint64_t file_size;
+    uint64_t size;          /* virtual size */
+    struct vhd_extent *ext; /* allocation map */
+    size_t next;
 };
 
-static int src_read(struct copy_src *c, uint8_t *buf, uint64_t off, size_t len)
+static void end_close(struct copy_end *c)
+{
+    vhd_close(c->v);
+    c->v = NULL;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->ext);
+    c->ext = NULL;
+    if (c->attached)
+        LOCKED(c->s, vdi_detach_locked(c->s, c->location));
+    c->attached = false;
+}
+
+/* Attaches (rw: only if nobody else has the VDI attached) and opens. */
+static int end_open(struct copy_end *c, sr *s, const char *location, bool rw)
+{
+    *c = (struct copy_end){.s = s, .fd = -1};
+    snprintf(c->location, sizeof(c->location), "%s", location);
+    struct sr_backend be = {0};
+    pthread_mutex_lock(&s->mu);
+    fence_wait(s, location);
+    int r = rw && att_busy(s, location) ? -EBUSY : vdi_attach_locked(s, location, rw, &be);
+    pthread_mutex_unlock(&s->mu);
+    if (r < 0)
+        return r;
+    c->attached = true;
+    if (!strcmp(be.format, "vhd")) {
+        if ((r = vhd_open(be.path, rw ? VHD_OPEN_RDWR : VHD_OPEN_RDONLY, &c->v)) == 0) {
+            struct vhd_info vi;
+            vhd_get_info(c->v, &vi);
+            c->size = vi.virtual_size;
+            r = vhd_map(c->v, &c->ext, &c->next);
+        }
+    } else if (rw) {
+        r = -ENOTSUP;
+    } else if ((c->fd = open(be.path, O_RDONLY | O_CLOEXEC)) < 0) {
+        r = -errno;
+    } else {
+        struct stat st;
+        if (fstat(c->fd, &st) < 0)
+            r = -errno;
+        else if ((r = sr_round_size(st.st_size, &c->size)) < 0)
+            r = -EFBIG;
+        c->file_size = (uint64_t)st.st_size;
+        c->ext = xcalloc(1, sizeof(*c->ext));
+        c->ext[0] = (struct vhd_extent){.start = 0, .length = c->size, .file_offset = 0};
+        c->next = 1;
+    }
+    sr_backend_clear(&be);
+    if (r < 0)
+        end_close(c);
+    return r;
+}
+
+static int end_read(struct copy_end *c, uint8_t *buf, uint64_t off, size_t len)
 {
     if (c->v)
         return vhd_read(c->v, buf, off, len);
@@ -923,81 +1202,51 @@ static int src_read(struct copy_src *c, uint8_t *buf, uint64_t off, size_t len)
     return 0;
 }
 
-static int copy_locked(sr *src, const char *location, sr *dst, struct sr_vdi_info *ret)
+/* Marks the COPY_CHUNK-sized pieces of [0, size) that c holds data for. */
+static void mark_allocated(const struct copy_end *c, uint8_t *marks, uint64_t size)
 {
-    struct sr_vdi_info si;
-    int r = src->d->vdi_info(src, location, &si);
-    if (r < 0)
-        return r;
-    if (si.hidden)
-        return -EPERM;
-    AUTOFREE char *spath = vpath(src, location);
-    struct copy_src in = {.fd = -1};
-    struct vhd_extent *ext = NULL;
-    size_t next = 0;
-    uint64_t size = 0;
-    if (!strcmp(si.format, "vhd")) {
-        if ((r = vhd_open(spath, VHD_OPEN_RDONLY, &in.v)) < 0)
-            return r;
-        struct vhd_info vi;
-        vhd_get_info(in.v, &vi);
-        size = vi.virtual_size;
-        if ((r = vhd_map(in.v, &ext, &next)) < 0) {
-            vhd_close(in.v);
-            return r;
-        }
-    } else {
-        if ((in.fd = open(spath, O_RDONLY | O_CLOEXEC)) < 0)
-            return -errno;
-        in.file_size = si.virtual_size;
-        if (si.virtual_size > INT64_MAX || sr_round_size((int64_t)si.virtual_size, &size) < 0) {
-            close(in.fd);
-            return -EFBIG;
-        }
-        ext = xcalloc(1, sizeof(*ext));
-        ext[0] = (struct vhd_extent){.start = 0, .length = size, .depth = 0, .file_offset = 0};
-        next = 1;
-    }
-    uint64_t needed = 0, avail = 0;
-    for (size_t i = 0; i < next; i++)
-        if (ext[i].depth >= 0)
-            needed += ext[i].length;
-    struct sr_vdi_info nv;
-    if ((r = free_bytes(dst, &avail)) < 0 || avail < needed + SNAPSHOT_SPACE)
-        r = r < 0 ? r : -ENOSPC;
-    else
-        r = dst->d->vdi_create(dst, size, &nv);
-    AUTOFREE char *dpath = r == 0 ? vpath(dst, nv.location) : NULL;
-    vhd *out = NULL;
-    AUTOFREE uint8_t *buf = xmalloc(COPY_CHUNK);
-    if (r == 0)
-        r = vhd_open(dpath, VHD_OPEN_RDWR, &out);
-    for (size_t i = 0; r == 0 && i < next; i++) {
-        if (ext[i].depth < 0)
+    for (size_t i = 0; i < c->next; i++) {
+        if (c->ext[i].depth < 0)
             continue;
-        for (uint64_t off = ext[i].start; r == 0 && off < ext[i].start + ext[i].length;
-             off += COPY_CHUNK) {
-            size_t len = (size_t)(ext[i].start + ext[i].length - off);
-            if (len > COPY_CHUNK)
-                len = COPY_CHUNK;
-            r = src_read(&in, buf, off, len);
-            if (r == 0 && !all_zero(buf, len))
-                r = vhd_write(out, buf, off, len);
+        for (uint64_t off = c->ext[i].start / COPY_CHUNK * COPY_CHUNK;
+             off < c->ext[i].start + c->ext[i].length && off < size; off += COPY_CHUNK)
+            marks[off / COPY_CHUNK] = 1;
+    }
+}
+
+/* Makes out read like in over in's virtual size. cmp (may be NULL: out is new and empty)
+ * is what out is taken to hold already: only pieces where in and cmp differ are written. */
+static int copy_data(struct copy_end *in, struct copy_end *cmp, struct copy_end *out)
+{
+    uint64_t size = in->size;
+    size_t nchunks = (size_t)((size + COPY_CHUNK - 1) / COPY_CHUNK);
+    AUTOFREE uint8_t *marks = xcalloc(nchunks + 1, 1);
+    mark_allocated(in, marks, size);
+    if (cmp)
+        mark_allocated(cmp, marks, size);
+    AUTOFREE uint8_t *buf = xmalloc(COPY_CHUNK);
+    AUTOFREE uint8_t *old = cmp ? xmalloc(COPY_CHUNK) : NULL;
+    int r = 0;
+    for (size_t k = 0; r == 0 && k < nchunks; k++) {
+        if (!marks[k])
+            continue;
+        uint64_t off = (uint64_t)k * COPY_CHUNK;
+        size_t len = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
+        if ((r = end_read(in, buf, off, len)) < 0)
+            break;
+        if (cmp) {
+            if ((r = end_read(cmp, old, off, len)) < 0)
+                break;
+            if (!memcmp(buf, old, len))
+                continue;
+        } else if (all_zero(buf, len)) {
+            continue;
         }
+        r = vhd_write(out->v, buf, off, len);
     }
     if (r == 0)
-        r = vhd_flush(out);
-    vhd_close(out);
-    vhd_close(in.v);
-    if (in.fd >= 0)
-        close(in.fd);
-    free(ext);
-    if (r < 0) {
-        if (dpath)
-            unlink(dpath);
-        return r;
-    }
-    return dst->d->vdi_info(dst, nv.location, ret);
+        r = vhd_flush(out->v);
+    return r;
 }
 
 int sr_vdi_copy(sr *src, const char *uuid, sr *dst, struct sr_vdi_info *ret)
@@ -1006,17 +1255,65 @@ int sr_vdi_copy(sr *src, const char *uuid, sr *dst, struct sr_vdi_info *ret)
         return -EINVAL;
     if (dst->d->read_only)
         return -EROFS;
-    if (!dst->d->vdi_create || !dst->d->vdi_info)
+    if (!dst->d->vdi_create || !dst->d->vdi_info || !src->d->vdi_info)
         return -ENOTSUP;
-    /* lock order: by address, so two opposite copies cannot deadlock */
-    sr *first = src < dst ? src : dst, *second = src < dst ? dst : src;
-    pthread_mutex_lock(&first->mu);
-    if (second != first)
-        pthread_mutex_lock(&second->mu);
-    int r = copy_locked(src, uuid, dst, ret);
-    if (second != first)
-        pthread_mutex_unlock(&second->mu);
-    pthread_mutex_unlock(&first->mu);
+    struct copy_end in, out;
+    int r = end_open(&in, src, uuid, false);
+    if (r < 0)
+        return r;
+    uint64_t needed = 0, avail = 0;
+    for (size_t i = 0; i < in.next; i++)
+        if (in.ext[i].depth >= 0)
+            needed += in.ext[i].length;
+    struct sr_vdi_info nv;
+    pthread_mutex_lock(&dst->mu);
+    if ((r = free_bytes(dst, &avail)) == 0 && avail < needed + SNAPSHOT_SPACE)
+        r = -ENOSPC;
+    if (r == 0)
+        r = dst->d->vdi_create(dst, in.size, &nv);
+    pthread_mutex_unlock(&dst->mu);
+    if (r == 0 && (r = end_open(&out, dst, nv.location, true)) < 0)
+        LOCKED(dst, dst->d->vdi_delete(dst, nv.location));
+    if (r < 0) {
+        end_close(&in);
+        return r;
+    }
+    r = copy_data(&in, NULL, &out);
+    end_close(&in);
+    end_close(&out);
+    if (r < 0) {
+        LOCKED(dst, dst->d->vdi_delete(dst, nv.location));
+        return r;
+    }
+    return LOCKED(dst, dst->d->vdi_info(dst, nv.location, ret));
+}
+
+int sr_vdi_copy_into(sr *src, const char *uuid, sr *base_sr, const char *base_uuid, sr *dst,
+                     const char *dst_uuid)
+{
+    if (!uuid_ok(uuid) || !uuid_ok(dst_uuid) || (base_sr && !uuid_ok(base_uuid)))
+        return -EINVAL;
+    if (dst->d->read_only)
+        return -EROFS;
+    if (src == dst && !strcmp(uuid, dst_uuid))
+        return -EINVAL;
+    struct copy_end in, base = {.fd = -1}, out;
+    int r = end_open(&in, src, uuid, false);
+    if (r < 0)
+        return r;
+    if (base_sr && (r = end_open(&base, base_sr, base_uuid, false)) < 0) {
+        end_close(&in);
+        return r;
+    }
+    if ((r = end_open(&out, dst, dst_uuid, true)) == 0) {
+        if (out.size < in.size)
+            r = -EFBIG;
+        else
+            r = copy_data(&in, base_sr ? &base : &out, &out);
+        end_close(&out);
+    }
+    end_close(&base);
+    end_close(&in);
     return r;
 }
 
@@ -1053,7 +1350,7 @@ int sr_vdi_attach(sr *s, const char *uuid, bool rw, struct sr_backend *ret)
         return -EINVAL;
     if (!s->d->vdi_info)
         return -ENOTSUP;
-    return LOCKED(s, vdi_attach_locked(s, uuid, rw, ret));
+    return LOCKED_CHAIN(s, uuid, vdi_attach_locked(s, uuid, rw, ret));
 }
 
 static int vdi_detach_locked(sr *s, const char *uuid)
@@ -1077,9 +1374,125 @@ int sr_vdi_detach(sr *s, const char *uuid)
     return LOCKED(s, vdi_detach_locked(s, uuid));
 }
 
+void sr_vdi_wait_chain(sr *s, const char *uuid)
+{
+    if (!uuid_ok(uuid))
+        return;
+    pthread_mutex_lock(&s->mu);
+    fence_wait(s, uuid);
+    pthread_mutex_unlock(&s->mu);
+}
+
 bool sr_vdi_attached(sr *s, const char *uuid)
 {
     return LOCKED(s, att_busy(s, uuid)) != 0;
+}
+
+/* ---- import staging ----------------------------------------------------------------------- */
+
+/* The staged file of a VDI: the name snapshot uses for its temporary child, which attach and
+ * journal recovery remove, and which scans never list. */
+static char *stage_path(const sr *s, const char *uuid)
+{
+    return xasprintf("%s/.%s%s.new", s->dir, uuid, s->d->suffix);
+}
+
+static int stage_locked(sr *s, const char *uuid, char **ret_path)
+{
+    struct attached *a = att_find(s, uuid);
+    if (!a || !a->n_rw)
+        return -EINVAL;
+    struct node nd;
+    int r = node_load(s, uuid, &nd);
+    if (r < 0)
+        return r;
+    if (nd.i.hidden)
+        return -EPERM;
+    uint64_t avail = 0;
+    if ((r = free_bytes(s, &avail)) < 0)
+        return r;
+    if (avail < SNAPSHOT_SPACE)
+        return -ENOSPC;
+    AUTOFREE char *leaf = vpath(s, uuid);
+    AUTOFREE char *tmp = stage_path(s, uuid);
+    unlink(tmp);
+    if ((r = vhd_snapshot(tmp, leaf, 0)) < 0)
+        return r;
+    *ret_path = TAKE_PTR(tmp);
+    return 0;
+}
+
+int sr_vdi_stage(sr *s, const char *uuid, char **ret_path)
+{
+    if (!uuid_ok(uuid))
+        return -EINVAL;
+    if (s->d->read_only || !s->d->vdi_snapshot)
+        return -EROFS;
+    return LOCKED_CHAIN(s, uuid, stage_locked(s, uuid, ret_path));
+}
+
+static int stage_commit_locked(sr *s, const char *uuid)
+{
+    struct attached *a = att_find(s, uuid);
+    if (!a || !a->n_rw)
+        return -EINVAL;
+    AUTOFREE char *leaf = vpath(s, uuid);
+    AUTOFREE char *tmp = stage_path(s, uuid);
+    vhd *v = NULL;
+    int r = vhd_open(tmp, VHD_OPEN_RDONLY | VHD_OPEN_NO_PARENT, &v);
+    if (r < 0)
+        return r;
+    struct vhd_info vi;
+    vhd_get_info(v, &vi);
+    vhd_close(v);
+    if (vi.allocated_blocks == 0) { /* nothing changed: the VDI stays one node */
+        unlink(tmp);
+        return 0;
+    }
+    /* as a snapshot: the journal names the base; the leaf gets the base's name too and is
+     * hidden; the staged child is pointed at the base name and renamed over the leaf. Until
+     * that rename, recovery undoes everything; after it, the new tree stands. */
+    char base_uuid[37];
+    uuid_random(base_uuid);
+    AUTOFREE char *base = vpath(s, base_uuid);
+    if ((r = journal_write(s, uuid, base_uuid)) < 0)
+        return r;
+    if (link(leaf, base) < 0) {
+        r = -errno;
+        journal_recover_one(s, uuid);
+        return r;
+    }
+    if ((r = vhd_set_hidden(base, true)) == 0 && (r = vhd_set_parent(tmp, base)) == 0) {
+        AUTOCLOSE int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fdatasync(fd) < 0)
+            r = -errno;
+    }
+    if (r == 0 && rename(tmp, leaf) < 0)
+        r = -errno;
+    if (r < 0) {
+        journal_recover_one(s, uuid);
+        return r;
+    }
+    fsync_dir(s->dir);
+    journal_remove(s, uuid);
+    return 0;
+}
+
+int sr_vdi_stage_commit(sr *s, const char *uuid)
+{
+    if (!uuid_ok(uuid))
+        return -EINVAL;
+    if (s->d->read_only)
+        return -EROFS;
+    return LOCKED_CHAIN(s, uuid, stage_commit_locked(s, uuid));
+}
+
+void sr_vdi_stage_abort(sr *s, const char *uuid)
+{
+    if (!uuid_ok(uuid) || s->d->read_only)
+        return;
+    AUTOFREE char *tmp = stage_path(s, uuid);
+    unlink(tmp);
 }
 
 int sr_gc(sr *s, struct sr_gc_stats *ret)

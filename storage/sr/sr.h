@@ -22,7 +22,9 @@
  *
  * Threads: an sr handle may be used from several threads; operations on one SR are
  * serialised by the handle (and, across processes, by an flock the handle holds while
- * attached, so two daemons never drive one SR).
+ * attached, so two daemons never drive one SR), except the long data copies: a copy holds its
+ * VDIs through attach counts, and the collector's merges fence only the chain they rewrite
+ * (see sr_gc), so neither blocks the SR's other chains.
  */
 #pragma once
 
@@ -77,6 +79,10 @@ typedef struct sr_driver {
     const char *content_type; /* default SR.content_type */
     const char *suffix;       /* file name of a VDI: <location><suffix> */
     bool read_only;
+    /* Where an SR lives. NULL: device_config:location is its directory. Otherwise the
+     * device_config key naming a directory that holds one <sr-uuid>/ per SR, as an NFS SR
+     * keeps <serverpath>/<sr-uuid>, so that several SRs (and every pool host) share it. */
+    const char *parent_key;
     int (*sr_create)(const char *location);
     int (*sr_delete)(const char *location);
     int (*scan)(sr *s, struct sr_vdi_info **ret, size_t *ret_n);
@@ -95,6 +101,10 @@ typedef struct sr_driver {
 const sr_driver *sr_driver_lookup(const char *type);
 /* NULL-terminated list of the drivers (SR.get_supported_types). */
 extern const sr_driver *const sr_drivers[];
+
+/* SR.probe: the SRs of driver d found in the subdirectories of dir (named by an SR uuid,
+ * holding the SR's lock file or VDI files), as a caller-frees array of *ret_n uuids. */
+int sr_probe(const sr_driver *d, const char *dir, char (**ret)[37], size_t *ret_n);
 
 /* Formats storage for a new SR at location (file: created with mode 0700 if missing, must be
  * empty; iso: an existing directory, left as it is). */
@@ -138,13 +148,39 @@ int sr_vdi_snapshot(sr *s, const char *location, struct sr_vdi_info *ret_new,
                     struct sr_vdi_info *ret_base);
 /* A full, independent copy of src's VDI (VHD chain, or raw image such as an ISO) into a new
  * VDI of dst (may be the same SR): only allocated, non-zero data is written. -ENOSPC when dst lacks
- * the room the source uses. */
+ * the room the source uses. The SR mutexes are not held during the data copy: both VDIs are held
+ * through the attach protocol meanwhile. */
 int sr_vdi_copy(sr *src, const char *location, sr *dst, struct sr_vdi_info *ret);
+/* Copies src's VDI into the existing VDI dst_location of dst (XenAPI's VDI.copy into_vdi),
+ * so that dst reads what src reads over src's virtual size (dst's data beyond stays). With
+ * base_sr (and base_location), dst is taken to hold base's data already and only the 2 MiB
+ * pieces where src and base differ are written (base_vdi); without, dst's own data is
+ * compared, so what it already reads is not rewritten. -EFBIG when dst is smaller than src,
+ * -EBUSY while dst is attached, -EROFS when dst is read-only, -EPERM for a base copy. No SR
+ * lock is held during the copy (each VDI is held through the attach protocol meanwhile). */
+int sr_vdi_copy_into(sr *src, const char *location, sr *base_sr, const char *base_location, sr *dst,
+                     const char *dst_location);
+/* Import staging: a new empty differencing VHD on top of the VDI's leaf, outside the SR's
+ * namespace (never scanned; removed by the next attach should the process die), that takes an
+ * upload while the VDI keeps its data. The caller must hold a read-write attach of the VDI
+ * (-EINVAL otherwise) until commit or abort. *ret_path is caller-frees. */
+int sr_vdi_stage(sr *s, const char *location, char **ret_path);
+/* Makes the staged VHD the VDI's leaf in one rename: the old leaf becomes its hidden parent
+ * (journalled as a snapshot: after a crash the VDI is either all old or all new), which the
+ * GC merges back once the VDI is detached. An empty stage is just dropped. On failure the VDI
+ * is as it was and the stage is gone. */
+int sr_vdi_stage_commit(sr *s, const char *location);
+/* Drops the staged VHD; the VDI is untouched. */
+void sr_vdi_stage_abort(sr *s, const char *location);
 /* Attach for I/O: *ret gets the leaf to open; while attached, delete and resize refuse and
  * the GC does not rewrite the leaf. Each attach needs one detach. */
 int sr_vdi_attach(sr *s, const char *location, bool rw, struct sr_backend *ret);
 int sr_vdi_detach(sr *s, const char *location);
 bool sr_vdi_attached(sr *s, const char *location);
+/* Returns once no merge of the collector involves the VDI's chain (see sr_gc): for a caller
+ * that holds a lock of its own across the next operation and would rather not hold it while
+ * that operation waits (the operations wait by themselves too). */
+void sr_vdi_wait_chain(sr *s, const char *location);
 /* Garbage collection: unlinks hidden nodes without children, coalesces a hidden node that is
  * its parent's only child into that parent (re-parenting its children), and merges a detached
  * leaf that is the only child of a hidden parent into it, so deleting snapshots returns each
@@ -152,5 +188,7 @@ bool sr_vdi_attached(sr *s, const char *location);
  * a background thread: the long data copy of an inner coalesce runs without blocking the SR's
  * other operations, and the leaves VMs use stay usable (no node in the chain of an attached VDI
  * is merged or re-parented, as the VMM cannot yet reopen a chain). -EALREADY if another sr_gc
- * on this handle is running. */
+ * on this handle is running. While a merge copies data (with the SR mutex released), only the
+ * operations on the subtree being merged wait: other chains' snapshots, attaches and copies
+ * go on. */
 int sr_gc(sr *s, struct sr_gc_stats *ret);

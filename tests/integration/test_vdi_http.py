@@ -2,6 +2,7 @@
 session_id= and Basic auth, task_id= progress and result, a broken upload leaving the VDI as it
 was, and qemu-img as the oracle for the VHD export."""
 import base64
+import hashlib
 import http.client
 import os
 import random
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import PASSWORD, Daemon, ok  # noqa: E402
 
 MiB = 1 << 20
+NULL = 'OpaqueRef:NULL'
 SIZE = 8 * MiB
 
 
@@ -293,6 +295,129 @@ class VdiHttpTest(unittest.TestCase):
             self.assertEqual(self.put(vdi2, f.read(), fmt='vhd'), 400)
         self.assertEqual(self.get(vdi2)[1] == got, True)
 
+
+    def file_sha(self, path):
+        with open(path, 'rb') as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def wait_free(self, vdi):
+        """Waits until a finished transfer has let go of the VDI (the server drops it just
+        after the last byte went out): an empty import, which changes nothing, stops being
+        refused with 409."""
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.put(vdi, b'') != 409:
+                return
+            time.sleep(0.02)
+        self.fail('the VDI stayed busy')
+
+    def cut_upload(self, vdi, body, fmt, sent):
+        """Sends the first `sent` bytes of a PUT of body, then drops the connection; returns
+        the task's final record."""
+        self.wait_free(vdi)
+        task = ok(self.s.task.create(self.sess, 'cut', ''))
+        sock = socket.create_connection(('127.0.0.1', self.d.port), timeout=30)
+        path = self.path('import_raw_vdi', vdi, fmt, task_id=task)
+        sock.sendall(f'PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n'
+                     .encode())
+        sock.sendall(body[:sent])
+        time.sleep(0.3)
+        sock.close()
+        return self.task_done(task)
+
+    def test_cut_uploads_leave_the_vdi_byte_for_byte(self):
+        """raw and vhd bodies cut at several points: the VDI's file and its data hash the same
+        as before, and no staging file stays behind."""
+        vdi = self.new_vdi()
+        old = pattern(21)
+        self.assertEqual(self.put(vdi, old), 200)
+        self.wait_single_file(vdi)
+        leaf = self.leaf_path(vdi)
+        sr_dir = os.path.dirname(leaf)
+        before = (self.file_sha(leaf), hashlib.sha256(self.get(vdi)[1]).hexdigest())
+        # a VHD body made by our own export of other data
+        other = self.new_vdi()
+        self.assertEqual(self.put(other, pattern(22)), 200)
+        st, vhd_body = self.get(other, fmt='vhd')
+        self.assertEqual(st, 200)
+        new = pattern(23)
+        for fmt, body in (('raw', new), ('vhd', vhd_body)):
+            for sent in (0, 4096, len(body) // 2, len(body) - 1):
+                rec = self.cut_upload(vdi, body, fmt, sent)
+                self.assertEqual(rec['status'], 'failure', (fmt, sent))
+                after = (self.file_sha(self.leaf_path(vdi)),
+                         hashlib.sha256(self.get(vdi)[1]).hexdigest())
+                self.assertEqual(after, before, (fmt, sent))
+                self.assertEqual([f for f in os.listdir(sr_dir) if f.startswith('.')
+                                  and (f.endswith('.new') or f.endswith('.tmp'))], [],
+                                 (fmt, sent))
+        # and a complete one still goes through
+        self.wait_free(vdi)
+        self.assertEqual(self.put(vdi, vhd_body, fmt='vhd'), 200)
+        self.assertEqual(self.get(vdi)[1], pattern(22))
+
+    def wait_single_file(self, vdi):
+        """After an import the old data is a base copy until the collector merges the VDI back
+        into one file (it runs once the import detaches)."""
+        sr = ok(self.s.VDI.get_SR(self.sess, vdi))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if ok(self.s.SR.get_VDIs(self.sess, sr)).count(vdi) == 1 and \
+                    'vhd-parent' not in ok(self.s.VDI.get_sm_config(self.sess, vdi)):
+                return
+            time.sleep(0.05)
+        self.fail('the imported VDI was not merged back into one file')
+
+    def test_import_folds_back_into_one_file(self):
+        vdi = self.new_vdi()
+        self.assertEqual(self.put(vdi, pattern(24)), 200)
+        self.wait_single_file(vdi)
+        self.assertEqual(self.get(vdi)[1], pattern(24))
+        loc = ok(self.s.VDI.get_location(self.sess, vdi))
+        sr_dir = os.path.dirname(self.leaf_path(vdi))
+        # no base copy left behind: the files of the SR are its VDIs' own
+        locs = {ok(self.s.VDI.get_location(self.sess, v)) + '.vhd'
+                for v in ok(self.s.SR.get_VDIs(self.sess, ok(self.s.VDI.get_SR(self.sess, vdi))))}
+        self.assertIn(loc + '.vhd', locs)
+        self.assertEqual(set(f for f in os.listdir(sr_dir) if f.endswith('.vhd')) - locs, set())
+
+    def test_copy_into_existing_vdi(self):
+        s, sess = self.s, self.sess
+        src = self.new_vdi()
+        data = pattern(31)
+        self.assertEqual(self.put(src, data), 200)
+        into = self.new_vdi()
+        self.assertEqual(self.put(into, pattern(32)), 200)
+        self.wait_free(into)
+        self.wait_free(src)
+        self.assertEqual(ok(s.VDI.copy(sess, src, NULL, NULL, into)), into)
+        self.assertEqual(self.get(into)[1], data)
+        # base_vdi: only the blocks changed since the base are copied
+        base = ok(s.VDI.snapshot(sess, src, {}))
+        part = pattern(33, 2 * MiB)
+        self.wait_free(src)
+        self.assertEqual(self.put(src, part), 200)
+        marker = b'\x5a' * 512  # into's own change in a block the source did not change
+        tail = bytearray(self.get(into)[1])
+        tail[6 * MiB:6 * MiB + 512] = marker
+        self.wait_free(into)
+        self.assertEqual(self.put(into, bytes(tail)), 200)
+        self.wait_free(into)
+        self.wait_free(src)
+        self.assertEqual(ok(s.VDI.copy(sess, src, NULL, base, into)), into)
+        got = self.get(into)[1]
+        self.assertEqual(got[:2 * MiB] == part, True)
+        self.assertEqual(got[6 * MiB:6 * MiB + 512], marker)
+        # XAPI's errors: too small, read-only
+        small = self.new_vdi(4 * MiB)
+        self.assertEqual(s.VDI.copy(sess, src, NULL, NULL, small)['ErrorDescription'],
+                         ['VDI_TOO_SMALL', small, str(SIZE)])
+        ro = self.new_vdi()
+        ok(s.VDI.set_read_only(sess, ro, True))
+        self.assertEqual(s.VDI.copy(sess, src, NULL, NULL, ro)['ErrorDescription'],
+                         ['VDI_READONLY', ro])
+        self.assertEqual(s.VDI.copy(sess, src, NULL, NULL, 'OpaqueRef:nope')['ErrorDescription'][0],
+                         'HANDLE_INVALID')
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)

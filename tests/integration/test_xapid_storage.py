@@ -9,6 +9,7 @@ import tempfile
 import time
 import unittest
 import xmlrpc.client
+import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, ok  # noqa: E402
@@ -324,6 +325,89 @@ class StorageTest(unittest.TestCase):
             self.assertEqual(len(ok(s.SR.get_VDIs(sess, sr))), 3)
         finally:
             d.cleanup()
+
+
+    def test_shared_sr_probe_and_introduce(self):
+        s, sess = self.s, self.sess
+        export = os.path.join(self.tmp, 'export')
+        os.makedirs(export)
+        hosts = ok(s.host.get_all(sess))
+        sr = ok(s.SR.create(sess, self.host, {'path': export}, 0, 'shared', '', 'shared', '',
+                            True, {}))
+        rec = ok(s.SR.get_record(sess, sr))
+        self.assertTrue(rec['shared'])
+        self.assertEqual(rec['content_type'], 'user')
+        # one PBD per host, this host's plugged; the SR lives in <path>/<sr-uuid>
+        pbds = [ok(s.PBD.get_record(sess, p)) for p in rec['PBDs']]
+        self.assertEqual(sorted(p['host'] for p in pbds), sorted(hosts))
+        mine = [p for p in pbds if p['host'] == self.host][0]
+        self.assertTrue(mine['currently_attached'])
+        self.assertEqual(mine['device_config'], {'path': export})
+        self.assertTrue(os.path.isdir(os.path.join(export, rec['uuid'])))
+        v = self.new_vdi(sr, 4 * MiB, 'on-shared')
+        snap_uuid = self.vdi(ok(s.VDI.snapshot(sess, v, {})))['uuid']
+        uuids = {self.vdi(x)['uuid'] for x in ok(s.SR.get_VDIs(sess, sr))}
+        self.assertEqual(len(uuids), 3)  # with the base copy
+        # probe lists the SRs under the path (a file SR's parent directory the same way)
+        xml = ok(s.SR.probe(sess, self.host, {'path': export}, 'shared', {}))
+        found = [e.text for e in ET.fromstring(xml).iter('UUID')]
+        self.assertEqual(found, [rec['uuid']])
+        self.assertEqual(ok(s.SR.probe(sess, self.host, {'location': export}, 'file', {})), xml)
+        empty = ok(s.SR.probe(sess, self.host, {'path': self.tmp}, 'shared', {}))
+        self.assertEqual([e.text for e in ET.fromstring(empty).iter('UUID')], [])
+        self.assertEqual(err(s.SR.probe(sess, self.host, {}, 'shared', {}))[:2],
+                         ['SR_BACKEND_FAILURE', 'ConfigPathMissing'])
+        self.assertEqual(err(s.SR.probe(sess, self.host, {'path': export}, 'nope', {})),
+                         ['SR_UNKNOWN_DRIVER', 'nope'])
+        self.assertEqual(err(s.SR.probe(sess, NULL, {'path': export}, 'shared', {}))[0],
+                         'HANDLE_INVALID')
+        # shared <-> not shared (a PBD per host is needed for true, at most one for false)
+        ok(s.SR.set_shared(sess, sr, False))
+        self.assertFalse(ok(s.SR.get_shared(sess, sr)))
+        ok(s.SR.set_shared(sess, sr, True))
+        self.assertTrue(ok(s.SR.get_shared(sess, sr)))
+        # forgotten, probed, introduced, plugged: the same VDIs are back
+        for p in rec['PBDs']:
+            ok(s.PBD.unplug(sess, p))
+        ok(s.SR.forget(sess, sr))
+        self.assertEqual(err(s.VDI.get_by_uuid(sess, snap_uuid))[0], 'UUID_INVALID')
+        xml = ok(s.SR.probe(sess, self.host, {'path': export}, 'shared', {}))
+        (sr_uuid,) = [e.text for e in ET.fromstring(xml).iter('UUID')]
+        sr2 = ok(s.SR.introduce(sess, sr_uuid, 'back', '', 'shared', 'user', True, {}))
+        for h in hosts:
+            pbd = ok(s.PBD.create(sess, {'host': h, 'SR': sr2, 'device_config': {'path': export},
+                                         'other_config': {}}))
+            if h == self.host:
+                ok(s.PBD.plug(sess, pbd))
+        back = {self.vdi(x)['uuid'] for x in ok(s.SR.get_VDIs(sess, sr2))}
+        self.assertEqual(back, uuids)
+        snap = ok(s.VDI.get_by_uuid(sess, snap_uuid))
+        self.assertEqual(ok(s.VDI.get_SR(sess, snap)), sr2)
+        # destroy removes <path>/<sr-uuid> and nothing else
+        for x in ok(s.SR.get_VDIs(sess, sr2)):
+            r = s.VDI.get_managed(sess, x)  # base copies go as the collector runs
+            if r['Status'] == 'Success' and r['Value']:
+                ok(s.VDI.destroy(sess, x))
+        for p in ok(s.SR.get_PBDs(sess, sr2)):
+            if ok(s.PBD.get_currently_attached(sess, p)):
+                ok(s.PBD.unplug(sess, p))
+        ok(s.SR.destroy(sess, sr2))
+        self.assertEqual(os.listdir(export), [])
+        self.assertTrue(os.path.isdir(export))
+
+    def test_file_sr_shared_flag(self):
+        s, sess = self.s, self.sess
+        loc = os.path.join(self.tmp, 'shared-file')
+        sr = ok(s.SR.create(sess, self.host, {'location': loc}, 0, 'sf', '', 'file', '', True,
+                            {}))
+        self.assertTrue(ok(s.SR.get_shared(sess, sr)))
+        pbds = ok(s.SR.get_PBDs(sess, sr))
+        self.assertEqual(len(pbds), len(ok(s.host.get_all(sess))))
+        self.assertEqual(ok(s.PBD.get_device_config(sess, pbds[0]))['location'], loc)
+        self.assertTrue(ok(s.PBD.get_currently_attached(sess, pbds[0])))
+        # a VDI on it works as on a local one
+        v = self.new_vdi(sr, 2 * MiB)
+        self.assertTrue(os.path.exists(os.path.join(loc, self.vdi(v)['uuid'] + '.vhd')))
 
 
 if __name__ == '__main__':

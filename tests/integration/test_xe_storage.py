@@ -194,7 +194,7 @@ class XeStorageTest(unittest.TestCase):
         self.assertIn('Please specify one but not both of', err)
         _, err = self.xe_fail('vdi-copy', f'uuid={v}', f'sr-uuid={sr}', f'into-vdi-uuid={v}')
         self.assertIn('Please specify one but not both of', err)
-        # into-vdi-uuid is passed on; the server does not do it yet
+        # into-vdi-uuid is passed on; a VDI is not copied into itself
         _, err = self.xe_fail('vdi-copy', f'uuid={v}', f'into-vdi-uuid={v}')
         self.assertNotEqual(err, '')
         # no VDI made by any failure
@@ -266,6 +266,28 @@ class XeStorageTest(unittest.TestCase):
         self.assertEqual(self.s.SR.get_by_uuid(self.sess, sr)['Status'], 'Failure')
         self.assertTrue(os.path.isdir(loc))
 
+    def test_probe_shared_and_copy_into(self):
+        export = os.path.join(self.tmp, 'export')
+        os.mkdir(export)
+        u = self.xe_uuid('sr-create', 'name-label=sh', 'type=shared',
+                         f'device-config:path={export}', 'shared=true')
+        self.assertTrue(os.path.isdir(os.path.join(export, u)))
+        out = self.xe('sr-probe', 'type=shared', f'device-config:path={export}')
+        self.assertIn(f'<UUID>{u}</UUID>', out)
+        self.assertTrue(out.startswith('<?xml'), out)
+        _, err = self.xe_fail('sr-probe', 'type=shared')
+        self.assertIn('ConfigPathMissing', err)
+        self.xe('sr-param-set', f'uuid={u}', 'shared=false')
+        self.assertEqual(self.xe('sr-param-get', f'uuid={u}', 'param-name=shared'), 'false\n')
+        self.xe('sr-param-set', f'uuid={u}', 'shared=true')
+        self.assertEqual(self.xe('sr-param-get', f'uuid={u}', 'param-name=shared'), 'true\n')
+        a = self.xe_uuid('vdi-create', f'sr-uuid={u}', 'name-label=a', 'virtual-size=8MiB')
+        b = self.xe_uuid('vdi-create', f'sr-uuid={u}', 'name-label=b', 'virtual-size=8MiB')
+        small = self.xe_uuid('vdi-create', f'sr-uuid={u}', 'name-label=s', 'virtual-size=2MiB')
+        self.assertEqual(self.xe_uuid('vdi-copy', f'uuid={a}', f'into-vdi-uuid={b}'), b)
+        _, err = self.xe_fail('vdi-copy', f'uuid={a}', f'into-vdi-uuid={small}')
+        self.assertIn('VDI is too small', err)
+
     def test_help_and_completion(self):
         out = self.xe('help', 'vdi-create')
         self.assertIn('sr-uuid, name-label, virtual-size', out)
@@ -273,7 +295,8 @@ class XeStorageTest(unittest.TestCase):
         out = self.xe('help', 'sr-create')
         self.assertIn('Create an SR, also a PBD.', out)
         all_cmds = self.xe('help', '--all', '--minimal').strip().split(',')
-        for c in ('sr-create', 'sr-destroy', 'sr-forget', 'sr-scan', 'sr-update', 'vdi-create',
+        for c in ('sr-create', 'sr-probe', 'sr-destroy', 'sr-forget', 'sr-scan', 'sr-update',
+                  'vdi-create',
                   'vdi-destroy', 'vdi-resize', 'vdi-snapshot', 'vdi-clone', 'vdi-copy',
                   'vdi-forget', 'pbd-plug', 'pbd-unplug'):
             self.assertIn(c, all_cmds)

@@ -1,5 +1,6 @@
-/* Unit tests for storage/sr: the file driver's SR and VDI operations, VHD trees, GC, copy,
- * attach counts and snapshot journal recovery. */
+/* Unit tests for storage/sr: the file driver's SR and VDI operations, VHD trees, GC (and its
+ * per-chain guard), copy (also into an existing VDI), import staging, probe, attach counts and
+ * snapshot journal recovery. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include "cleanup.h"
 #include "mem.h"
 #include "sr.h"
+#include "sr-priv.h"
 #include "vhd.h"
 
 #define MiB (1ull << 20)
@@ -625,6 +627,326 @@ static void test_gc_concurrent(void **state)
     closedir(d);
 }
 
+/* ---- copy into an existing VDI ---------------------------------------------------------- */
+
+/* Hash-free equality of two VDIs over len bytes from 0. */
+static void vdi_same(sr *s1, const char *u1, sr *s2, const char *u2, uint64_t len)
+{
+    AUTOFREE char *p1 = vdi_path(s1, u1);
+    AUTOFREE char *p2 = vdi_path(s2, u2);
+    vhd *a = NULL, *b = NULL;
+    assert_int_equal(vhd_open(p1, VHD_OPEN_RDONLY, &a), 0);
+    assert_int_equal(vhd_open(p2, VHD_OPEN_RDONLY, &b), 0);
+    AUTOFREE uint8_t *x = xmalloc(MiB), *y = xmalloc(MiB);
+    for (uint64_t off = 0; off < len; off += MiB) {
+        assert_int_equal(vhd_read(a, x, off, MiB), 0);
+        assert_int_equal(vhd_read(b, y, off, MiB), 0);
+        assert_memory_equal(x, y, MiB);
+    }
+    vhd_close(a);
+    vhd_close(b);
+}
+
+static uint32_t allocated_blocks(sr *s, const char *uuid)
+{
+    AUTOFREE char *p = vdi_path(s, uuid);
+    vhd *v = NULL;
+    assert_int_equal(vhd_open(p, VHD_OPEN_RDONLY | VHD_OPEN_NO_PARENT, &v), 0);
+    struct vhd_info vi;
+    vhd_get_info(v, &vi);
+    vhd_close(v);
+    return vi.allocated_blocks;
+}
+
+static void test_copy_into(void **state)
+{
+    (void)state;
+    AUTO(sr) *s = new_sr("into-src");
+    AUTO(sr) *d = new_sr("into-dst");
+    struct sr_vdi_info a, base, into, small, big;
+    assert_int_equal(sr_vdi_create(s, 8 * MiB, &a), 0);
+    vdi_write(s, a.uuid, 0, 4096, 31);
+    vdi_write(s, a.uuid, 6 * MiB, 4096, 32);
+    assert_int_equal(sr_vdi_create(d, 8 * MiB, &into), 0);
+    /* into's own data where the source reads zeros is zeroed; the rest is the source's */
+    vdi_write(d, into.uuid, 2 * MiB, 8192, 33);
+    vdi_write(d, into.uuid, 6 * MiB, 4096, 32); /* already equal: not rewritten */
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, d, into.uuid), 0);
+    vdi_same(s, a.uuid, d, into.uuid, 8 * MiB);
+    assert_int_equal(allocated_blocks(d, into.uuid), 3);
+    /* a larger target keeps its data past the source's size */
+    assert_int_equal(sr_vdi_create(d, 12 * MiB, &big), 0);
+    vdi_write(d, big.uuid, 10 * MiB, 4096, 34);
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, d, big.uuid), 0);
+    vdi_same(s, a.uuid, d, big.uuid, 8 * MiB);
+    vdi_expect(d, big.uuid, 10 * MiB, 4096, 34);
+    /* base_vdi: only what changed since the base is written */
+    assert_int_equal(sr_vdi_snapshot(s, a.uuid, &base, NULL), 0);
+    vdi_write(s, a.uuid, 4 * MiB, 4096, 35);
+    vdi_write(d, into.uuid, 0, 512, 36); /* not changed in the source: left alone */
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, s, base.uuid, d, into.uuid), 0);
+    vdi_expect(d, into.uuid, 4 * MiB, 4096, 35);
+    vdi_expect(d, into.uuid, 0, 512, 36);
+    vdi_expect(d, into.uuid, 6 * MiB, 4096, 32);
+    /* refusals: too small, attached, read-only SR, same VDI, base copies */
+    assert_int_equal(sr_vdi_create(d, 4 * MiB, &small), 0);
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, d, small.uuid), -EFBIG);
+    vdi_expect(d, small.uuid, 0, 4096, 0);
+    struct sr_backend be = {0};
+    assert_int_equal(sr_vdi_attach(d, into.uuid, false, &be), 0);
+    sr_backend_clear(&be);
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, d, into.uuid), -EBUSY);
+    assert_int_equal(sr_vdi_detach(d, into.uuid), 0);
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, s, a.uuid), -EINVAL);
+    struct sr_vdi_info ai;
+    assert_int_equal(sr_vdi_info(s, a.uuid, &ai), 0);
+    assert_int_equal(sr_vdi_copy_into(s, a.uuid, NULL, NULL, s, ai.parent_uuid), -EPERM);
+    /* nothing stays attached */
+    assert_false(sr_vdi_attached(s, a.uuid));
+    assert_false(sr_vdi_attached(s, base.uuid));
+    assert_false(sr_vdi_attached(d, into.uuid));
+}
+
+/* ---- import staging ----------------------------------------------------------------------- */
+
+static void file_digest(const char *path, uint8_t **ret, size_t *ret_len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    rewind(f);
+    *ret = xmalloc((size_t)n + 1);
+    assert_int_equal(fread(*ret, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *ret_len = (size_t)n;
+}
+
+static void test_stage(void **state)
+{
+    (void)state;
+    AUTOFREE char *l = loc("stage");
+    sr *s = new_sr("stage");
+    struct sr_vdi_info a;
+    assert_int_equal(sr_vdi_create(s, 6 * MiB, &a), 0);
+    vdi_write(s, a.uuid, 0, 8192, 41);
+    AUTOFREE char *leaf = vdi_path(s, a.uuid);
+    AUTOFREE uint8_t *before = NULL;
+    size_t before_len = 0;
+    file_digest(leaf, &before, &before_len);
+    char *stage = NULL;
+    /* only under the caller's read-write attach */
+    assert_int_equal(sr_vdi_stage(s, a.uuid, &stage), -EINVAL);
+    struct sr_backend be = {0};
+    assert_int_equal(sr_vdi_attach(s, a.uuid, true, &be), 0);
+    sr_backend_clear(&be);
+    assert_int_equal(sr_vdi_stage(s, a.uuid, &stage), 0);
+    /* abort: the VDI is byte for byte what it was */
+    vhd *v = NULL;
+    AUTOFREE uint8_t *buf = xmalloc(8192);
+    pattern(buf, 8192, 42);
+    assert_int_equal(vhd_open(stage, VHD_OPEN_RDWR, &v), 0);
+    assert_int_equal(vhd_write(v, buf, 0, 8192), 0);
+    vhd_close(v);
+    assert_int_equal(count_files(s), 1); /* never scanned */
+    sr_vdi_stage_abort(s, a.uuid);
+    assert_int_equal(access(stage, F_OK), -1);
+    free(stage);
+    AUTOFREE uint8_t *after = NULL;
+    size_t after_len = 0;
+    file_digest(leaf, &after, &after_len);
+    assert_int_equal(after_len, before_len);
+    assert_memory_equal(after, before, before_len);
+    /* an empty stage commits to nothing */
+    assert_int_equal(sr_vdi_stage(s, a.uuid, &stage), 0);
+    assert_int_equal(sr_vdi_stage_commit(s, a.uuid), 0);
+    assert_int_equal(access(stage, F_OK), -1);
+    free(stage);
+    assert_int_equal(count_files(s), 1);
+    /* a written stage becomes the leaf; the old data a hidden parent */
+    assert_int_equal(sr_vdi_stage(s, a.uuid, &stage), 0);
+    assert_int_equal(vhd_open(stage, VHD_OPEN_RDWR, &v), 0);
+    assert_int_equal(vhd_write(v, buf, 4096, 8192), 0);
+    assert_int_equal(vhd_flush(v), 0);
+    vhd_close(v);
+    vdi_expect(s, a.uuid, 0, 8192, 41); /* not yet */
+    assert_int_equal(sr_vdi_stage_commit(s, a.uuid), 0);
+    free(stage);
+    vdi_expect(s, a.uuid, 4096, 8192, 42);
+    vdi_expect(s, a.uuid, 0, 4096, 41);
+    struct sr_vdi_info ai;
+    assert_int_equal(sr_vdi_info(s, a.uuid, &ai), 0);
+    assert_false(ai.hidden);
+    assert_string_not_equal(ai.parent_uuid, "");
+    assert_int_equal(count_files(s), 2);
+    /* attached, the collector leaves it; detached, it folds back into one file */
+    struct sr_gc_stats gs;
+    assert_int_equal(sr_gc(s, &gs), 0);
+    assert_int_equal(count_files(s), 2);
+    assert_int_equal(sr_vdi_detach(s, a.uuid), 0);
+    assert_int_equal(sr_gc(s, &gs), 0);
+    assert_int_equal(count_files(s), 1);
+    vdi_expect(s, a.uuid, 4096, 8192, 42);
+    vdi_expect(s, a.uuid, 0, 4096, 41);
+    /* a stage left by a dead process goes at the next attach */
+    assert_int_equal(sr_vdi_attach(s, a.uuid, true, &be), 0);
+    sr_backend_clear(&be);
+    assert_int_equal(sr_vdi_stage(s, a.uuid, &stage), 0);
+    sr_detach(s);
+    assert_int_equal(access(stage, F_OK), 0);
+    assert_int_equal(sr_attach(fd_, l, &s), 0);
+    assert_int_equal(access(stage, F_OK), -1);
+    free(stage);
+    assert_int_equal(count_files(s), 1);
+    sr_detach(s);
+}
+
+/* ---- probe and the shared flavour --------------------------------------------------------- */
+
+static void test_probe_shared(void **state)
+{
+    (void)state;
+    const sr_driver *sd = sr_driver_lookup("shared");
+    assert_non_null(sd);
+    assert_string_equal(sd->parent_key, "path");
+    assert_null(fd_->parent_key);
+    AUTOFREE char *export = loc("export");
+    assert_int_equal(mkdir(export, 0700), 0);
+    char(*found)[37] = NULL;
+    size_t n = 9;
+    assert_int_equal(sr_probe(sd, export, &found, &n), 0);
+    assert_int_equal(n, 0);
+    free(found);
+    const char *u1 = "aaaaaaaa-1111-4111-8111-111111111111";
+    const char *u2 = "bbbbbbbb-2222-4222-8222-222222222222";
+    AUTOFREE char *d1 = xasprintf("%s/%s", export, u2); /* listed in order whatever comes */
+    AUTOFREE char *d2 = xasprintf("%s/%s", export, u1);
+    AUTOFREE char *junk = xasprintf("%s/not-an-sr", export);
+    AUTOFREE char *empty = xasprintf("%s/cccccccc-3333-4333-8333-333333333333", export);
+    assert_int_equal(sr_create(sd, d1), 0);
+    assert_int_equal(sr_create(sd, d2), 0);
+    assert_int_equal(mkdir(junk, 0700), 0);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    sr *s1 = NULL, *s2 = NULL;
+    assert_int_equal(sr_attach(sd, d1, &s1), 0);
+    assert_int_equal(sr_attach(sd, d2, &s2), 0);
+    struct sr_vdi_info a;
+    assert_int_equal(sr_vdi_create(s1, 2 * MiB, &a), 0);
+    assert_int_equal(sr_probe(sd, export, &found, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(found[0], u1);
+    assert_string_equal(found[1], u2);
+    free(found);
+    /* a file SR's parent directory is probed the same way */
+    assert_int_equal(sr_probe(fd_, export, &found, &n), 0);
+    assert_int_equal(n, 2);
+    free(found);
+    assert_int_equal(sr_probe(sd, "relative", &found, &n), -EINVAL);
+    AUTOFREE char *missing = loc("no-such-dir");
+    assert_int_equal(sr_probe(sd, missing, &found, &n), -ENOENT);
+    /* forgotten and found again: the VDI is still there */
+    sr_detach(s1);
+    assert_int_equal(sr_attach(sd, d1, &s1), 0);
+    struct sr_vdi_info *v = NULL;
+    assert_int_equal(sr_scan(s1, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].uuid, a.uuid);
+    free(v);
+    sr_detach(s1);
+    sr_detach(s2);
+}
+
+/* ---- the per-chain guard of the collector ------------------------------------------------- */
+
+struct guard {
+    sr *s;
+    const char *other; /* a VDI of another chain */
+    const char *mine;  /* the leaf of the chain being merged */
+    int other_rc[3];   /* snapshot, attach, copy of the other chain during the merge */
+    int calls;
+    pthread_t waiter;
+    volatile int waiter_done;
+    volatile int waited; /* sr_vdi_wait_chain returned */
+    int waited_during;
+    int waiter_rc;
+    int waiter_done_during; /* whether the chain's own attach finished during the merge */
+};
+static struct guard *guard_;
+
+static void *guard_waiter(void *arg)
+{
+    struct guard *g = arg;
+    struct sr_backend be = {0};
+    sr_vdi_wait_chain(g->s, g->mine);
+    g->waited = 1;
+    g->waiter_rc = sr_vdi_attach(g->s, g->mine, false, &be);
+    sr_backend_clear(&be);
+    g->waiter_done = 1;
+    return NULL;
+}
+
+static void guard_hook(sr *s, const char *parent, const char *child)
+{
+    (void)parent, (void)child;
+    struct guard *g = guard_;
+    if (!g || s != g->s || g->calls++)
+        return;
+    /* the chain being merged waits... */
+    assert_int_equal(pthread_create(&g->waiter, NULL, guard_waiter, g), 0);
+    /* ...while the SR's other chains go on (from this thread: a held SR mutex would hang) */
+    struct sr_vdi_info sn, cp;
+    struct sr_backend be = {0};
+    g->other_rc[0] = sr_vdi_snapshot(s, g->other, &sn, NULL);
+    g->other_rc[1] = sr_vdi_attach(s, g->other, false, &be);
+    if (g->other_rc[1] == 0) {
+        sr_backend_clear(&be);
+        sr_vdi_detach(s, g->other);
+    }
+    g->other_rc[2] = sr_vdi_copy(s, g->other, s, &cp);
+    usleep(200 * 1000);
+    g->waiter_done_during = g->waiter_done;
+    g->waited_during = g->waited;
+}
+
+static void test_gc_chain_guard(void **state)
+{
+    (void)state;
+    AUTO(sr) *s = new_sr("guard");
+    struct sr_vdi_info a, b, s1, s2;
+    assert_int_equal(sr_vdi_create(s, 8 * MiB, &a), 0);
+    assert_int_equal(sr_vdi_create(s, 4 * MiB, &b), 0);
+    vdi_write(s, a.uuid, 0, 4096, 51);
+    vdi_write(s, b.uuid, 0, 4096, 52);
+    /* a -> B1 -> {B2 -> {a, s2}, s1}; deleting s1 leaves B2 the only child of B1 */
+    assert_int_equal(sr_vdi_snapshot(s, a.uuid, &s1, NULL), 0);
+    vdi_write(s, a.uuid, 2 * MiB, 4096, 53);
+    assert_int_equal(sr_vdi_snapshot(s, a.uuid, &s2, NULL), 0);
+    assert_int_equal(sr_vdi_delete(s, s1.uuid), 0);
+    struct guard g = {.s = s, .other = b.uuid, .mine = a.uuid};
+    guard_ = &g;
+    sr_test_merge_hook = guard_hook;
+    struct sr_gc_stats gs;
+    int r = sr_gc(s, &gs);
+    sr_test_merge_hook = NULL;
+    guard_ = NULL;
+    assert_int_equal(r, 0);
+    assert_true(g.calls >= 1);
+    assert_int_equal(pthread_join(g.waiter, NULL), 0);
+    assert_int_equal(g.other_rc[0], 0);
+    assert_int_equal(g.other_rc[1], 0);
+    assert_int_equal(g.other_rc[2], 0);
+    assert_int_equal(g.waiter_done_during, 0);
+    assert_int_equal(g.waited_during, 0);
+    assert_int_equal(g.waiter_rc, 0);
+    assert_int_equal(sr_vdi_detach(s, a.uuid), 0);
+    assert_true(gs.coalesced >= 1);
+    vdi_expect(s, a.uuid, 0, 4096, 51);
+    vdi_expect(s, a.uuid, 2 * MiB, 4096, 53);
+    vdi_expect(s, s2.uuid, 0, 4096, 51);
+    vdi_expect(s, s2.uuid, 2 * MiB, 4096, 53);
+    vdi_expect(s, b.uuid, 0, 4096, 52);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +962,10 @@ int main(void)
         cmocka_unit_test(test_gc_respects_attached),
         cmocka_unit_test(test_gc_grows_parent),
         cmocka_unit_test(test_gc_concurrent),
+        cmocka_unit_test(test_copy_into),
+        cmocka_unit_test(test_stage),
+        cmocka_unit_test(test_probe_shared),
+        cmocka_unit_test(test_gc_chain_guard),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
