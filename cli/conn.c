@@ -11,6 +11,8 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct xe_conn {
@@ -27,6 +29,11 @@ struct xe_conn {
     int64_t next_id;
     char errbuf[CURL_ERROR_SIZE];
     char *error;
+    /* transport, kept for the raw streams (xe_stream_open) */
+    char *unix_path;
+    bool tls;
+    bool insecure;
+    char *cafile;
 };
 
 static int pin_ex_index = -1;
@@ -71,6 +78,28 @@ static CURLcode ssl_ctx_setup(CURL *curl, void *sslctx, void *ud)
     return CURLE_OK;
 }
 
+/* URL, Unix socket and TLS checks of a handle (the RPC one and the raw streams'). */
+static void setup_transport(xe_conn *c, CURL *h)
+{
+    curl_easy_setopt(h, CURLOPT_URL, c->url);
+    if (c->unix_path)
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+    if (!c->tls)
+        return;
+    if (c->pinned) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, c);
+    } else if (c->insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    } else if (c->cafile) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->cafile);
+        curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+    }
+}
+
 static bool is_localhost(const char *s)
 {
     return strcmp(s, "127.0.0.1") == 0;
@@ -99,12 +128,16 @@ xe_conn *xe_conn_new(const xe_opts *o)
     else
         c->url = xasprintf("%s://%s%s%s:%d/%s", tls ? "https" : "http", v6 ? "[" : "", o->server,
                            v6 ? "]" : "", port, c->json ? "jsonrpc" : "");
+    c->unix_path = unix_path ? xstrdup(unix_path) : NULL;
+    c->tls = tls;
+    c->insecure = o->insecure;
+    c->cafile = o->cafile ? xstrdup(o->cafile) : NULL;
+    if (tls && o->fingerprint)
+        c->pinned = xe_parse_fingerprint(o->fingerprint, c->pin);
     c->curl = curl_easy_init();
     if (!c->curl)
         abort();
-    curl_easy_setopt(c->curl, CURLOPT_URL, c->url);
-    if (unix_path)
-        curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, unix_path);
+    setup_transport(c, c->curl);
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c->curl, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -115,21 +148,6 @@ xe_conn *xe_conn_new(const xe_opts *o)
                                               : "Content-Type: text/xml");
     c->hdrs = curl_slist_append(c->hdrs, "Expect:");
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->hdrs);
-    if (tls) {
-        if (o->fingerprint) {
-            c->pinned = xe_parse_fingerprint(o->fingerprint, c->pin);
-            curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYPEER, 0L);
-            curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYHOST, 0L);
-            curl_easy_setopt(c->curl, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
-            curl_easy_setopt(c->curl, CURLOPT_SSL_CTX_DATA, c);
-        } else if (o->insecure) {
-            curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYPEER, 0L);
-            curl_easy_setopt(c->curl, CURLOPT_SSL_VERIFYHOST, 0L);
-        } else if (o->cafile) {
-            curl_easy_setopt(c->curl, CURLOPT_CAINFO, o->cafile);
-            curl_easy_setopt(c->curl, CURLOPT_CAPATH, NULL);
-        }
-    }
     return c;
 }
 
@@ -144,6 +162,8 @@ void xe_conn_free(xe_conn *c)
     free(c->server);
     free(c->session);
     free(c->error);
+    free(c->unix_path);
+    free(c->cafile);
     free(c);
 }
 
@@ -280,4 +300,179 @@ void xe_conn_logout(xe_conn *c)
     xe_conn_call(c, "session.logout", NULL, &v, &e);
     free(c->session);
     c->session = NULL;
+}
+
+const char *xe_conn_session(const xe_conn *c)
+{
+    return c->session;
+}
+
+/* ---- Raw streams (xe console): a second connection, upgraded from HTTP ---- */
+
+struct xe_stream {
+    CURL *curl;
+    curl_socket_t fd;
+    char *pending; /* stream bytes that came with the response head */
+    size_t npending, off;
+};
+
+void xe_stream_free(xe_stream *s)
+{
+    if (!s)
+        return;
+    if (s->curl)
+        curl_easy_cleanup(s->curl);
+    free(s->pending);
+    free(s);
+}
+
+int xe_stream_fd(const xe_stream *s)
+{
+    return (int)s->fd;
+}
+
+/* Waits up to ms for the socket to be readable (in) or writable (!in). */
+static bool stream_wait(curl_socket_t fd, bool in, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = in ? POLLIN : POLLOUT};
+    return poll(&p, 1, ms) > 0;
+}
+
+ssize_t xe_stream_recv(xe_stream *s, void *buf, size_t len)
+{
+    if (s->off < s->npending) {
+        size_t n = s->npending - s->off < len ? s->npending - s->off : len;
+        memcpy(buf, s->pending + s->off, n);
+        s->off += n;
+        return (ssize_t)n;
+    }
+    size_t got = 0;
+    CURLcode rc = curl_easy_recv(s->curl, buf, len, &got);
+    if (rc == CURLE_AGAIN)
+        return -2;
+    if (rc != CURLE_OK)
+        return -1;
+    return (ssize_t)got;
+}
+
+ssize_t xe_stream_send(xe_stream *s, const void *buf, size_t len)
+{
+    size_t sent = 0;
+    CURLcode rc = curl_easy_send(s->curl, buf, len, &sent);
+    if (rc == CURLE_AGAIN)
+        return -2;
+    if (rc != CURLE_OK)
+        return -1;
+    return (ssize_t)sent;
+}
+
+/* Sends all of buf, waiting for the socket as needed (30 s without progress fails). */
+static bool stream_send_all(xe_stream *s, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = xe_stream_send(s, buf, len);
+        if (n == -2) {
+            if (!stream_wait(s->fd, false, 30000))
+                return false;
+            continue;
+        }
+        if (n < 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+int xe_stream_open(xe_conn *c, const char *path, const char *proto, xe_stream **ret, char **ret_msg)
+{
+    *ret = NULL;
+    *ret_msg = NULL;
+    xe_stream *s = xcalloc(1, sizeof(*s));
+    s->curl = curl_easy_init();
+    if (!s->curl)
+        abort();
+    char errbuf[CURL_ERROR_SIZE] = "";
+    setup_transport(c, s->curl);
+    curl_easy_setopt(s->curl, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT, 30L);
+    curl_easy_setopt(s->curl, CURLOPT_PROXY, "");
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, errbuf);
+    CURLcode rc = curl_easy_perform(s->curl);
+    if (rc == CURLE_OK)
+        rc = curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &s->fd);
+    if (rc != CURLE_OK) {
+        /* the same words as an RPC transport failure */
+        transport_error(c, rc);
+        *ret_msg = xstrdup(xe_conn_error(c));
+        xe_stream_free(s);
+        return -1;
+    }
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
+    const char *host = c->unix_path ? "localhost" : c->server;
+    bool v6 = !c->unix_path && strchr(host, ':') && host[0] != '[';
+    AUTOFREE char *req =
+        xasprintf("GET %s HTTP/1.1\r\nHost: %s%s%s\r\nUser-Agent: xe-cli/Unix/0.2\r\n"
+                  "Connection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+                  path, v6 ? "[" : "", host, v6 ? "]" : "", proto);
+    if (!stream_send_all(s, req, strlen(req))) {
+        *ret_msg = xstrdup("Lost connection to the server.");
+        xe_stream_free(s);
+        return -1;
+    }
+    /* the response head (bounded), then whatever stream bytes came with it */
+    sbuf head = SBUF_INIT;
+    char buf[4096];
+    const char *end = NULL;
+    while (!end) {
+        ssize_t n = xe_stream_recv(s, buf, sizeof(buf));
+        if (n == -2) {
+            if (!stream_wait(s->fd, true, 30000))
+                break;
+            continue;
+        }
+        if (n <= 0)
+            break;
+        sbuf_append(&head, buf, (size_t)n);
+        end = memmem(head.data, head.len, "\r\n\r\n", 4);
+        if (!end && head.len > 65536)
+            break;
+    }
+    if (!end) {
+        sbuf_release(&head);
+        *ret_msg = xstrdup("Lost connection to the server.");
+        xe_stream_free(s);
+        return -1;
+    }
+    size_t hlen = (size_t)(end - head.data) + 4;
+    int status = 0;
+    if (sscanf(head.data, "HTTP/%*d.%*d %d", &status) != 1)
+        status = 0;
+    if (status != 101) {
+        /* the body for the caller's message: the server closes after it (bounded) */
+        while (head.len < 65536 + hlen) {
+            ssize_t n = xe_stream_recv(s, buf, sizeof(buf));
+            if (n == -2) {
+                if (!stream_wait(s->fd, true, 10000))
+                    break;
+                continue;
+            }
+            if (n <= 0)
+                break;
+            sbuf_append(&head, buf, (size_t)n);
+        }
+        *ret_msg = xstrndup(head.data + hlen, head.len - hlen);
+        sbuf_release(&head);
+        xe_stream_free(s);
+        return status > 0 ? status : 502;
+    }
+    if (head.len > hlen) {
+        s->npending = head.len - hlen;
+        s->pending = xmalloc(s->npending);
+        memcpy(s->pending, head.data + hlen, s->npending);
+    }
+    sbuf_release(&head);
+    *ret = s;
+    return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- Command line ---- */
 
@@ -156,6 +157,24 @@ const char *xe_conn_error(const xe_conn *c);
  * -1 on a transport failure (message in xe_conn_error()). */
 int xe_conn_login(xe_conn *c, const char *user, const char *pw, xerr **ret_err);
 void xe_conn_logout(xe_conn *c);
+/* The session ref once logged in (borrowed), or NULL. */
+const char *xe_conn_session(const xe_conn *c);
+
+/* A raw byte stream over a second connection to the same server (same transport and
+ * certificate checks as c): "GET path HTTP/1.1" with Connection: Upgrade and Upgrade: proto.
+ * Returns 0 with *ret (the server answered 101), the HTTP status (> 0) with the response body
+ * in *ret_msg when it refused, or -1 with a one-line message in *ret_msg for a transport
+ * failure. *ret_msg is caller-frees (NULL on success). */
+typedef struct xe_stream xe_stream;
+int xe_stream_open(xe_conn *c, const char *path, const char *proto, xe_stream **ret,
+                   char **ret_msg);
+void xe_stream_free(xe_stream *s);
+/* The socket, to poll for input (TLS may hold decrypted bytes: read until -2 after a wakeup). */
+int xe_stream_fd(const xe_stream *s);
+/* > 0 bytes, 0 end of stream, -1 error, -2 nothing now (poll the fd). */
+ssize_t xe_stream_recv(xe_stream *s, void *buf, size_t len);
+/* > 0 bytes sent, -1 error, -2 would block. */
+ssize_t xe_stream_send(xe_stream *s, const void *buf, size_t len);
 
 /* ---- Commands ---- */
 

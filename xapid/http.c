@@ -2,6 +2,7 @@
  * event.next block for long), bounded bodies and connections, XAPI's headers. */
 #define _GNU_SOURCE
 #include "xapid.h"
+#include "console.h"
 #include "log.h"
 #include "mem.h"
 #include "rpc.h"
@@ -114,6 +115,7 @@ struct req {
     bool too_big;
     bool started;
     void *vdi_http; /* /import_raw_vdi, /export_raw_vdi (vdi_http.c) */
+    void *console;  /* /console (console.c): a stream not yet handed over */
 };
 
 static void add_common_headers(struct MHD_Response *r, const char *ctype)
@@ -177,6 +179,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     struct http_server *h = cls;
     xapid *x = h->x;
     struct req *rq = *con_cls;
+    if (console_http_path(url)) { /* console.c: answers once the request head is in */
+        if (!rq) {
+            *con_cls = xcalloc(1, sizeof(*rq));
+            return MHD_YES;
+        }
+        if (*upload_data_size) {
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return (enum MHD_Result)console_http_handle(x, conn, method, version, h, h->tls, h->local,
+                                                    &rq->console);
+    }
     if (vdi_http_path(url)) {
         if (!rq)
             *con_cls = rq = xcalloc(1, sizeof(*rq));
@@ -239,6 +253,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct req *rq = *con_cls;
     if (rq) {
         vdi_http_completed(rq->vdi_http, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+        console_http_completed(rq->console);
         sbuf_release(&rq->body);
         free(rq);
         *con_cls = NULL;
@@ -273,7 +288,7 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
     h->x = x;
     h->tls = tls;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE;
     if (tls)
         flags |= MHD_USE_TLS;
     if (tls)
@@ -299,6 +314,8 @@ struct http_server *http_start(xapid *x, const char *listen, bool tls, const cha
     printf("xapid listening on %s://%s:%u/\n", tls ? "https" : "http", *host ? host : "0.0.0.0",
            port);
     fflush(stdout);
+    if (!tls && !x->http_address) /* what console locations name */
+        x->http_address = xasprintf("%s:%u", *host ? host : "127.0.0.1", port);
     return h;
 }
 
@@ -329,7 +346,7 @@ struct http_server *http_start_unix(xapid *x, const char *path)
     h->unix_path = xstrdup(path);
     h->d =
         MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_ERROR_LOG | MHD_USE_POLL,
+                             MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE,
                          0, NULL, NULL, handle, h, MHD_OPTION_LISTEN_SOCKET, fd,
                          MHD_OPTION_CONNECTION_LIMIT, (unsigned)x->cfg.max_connections,
                          MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_NOTIFY_COMPLETED,
@@ -351,6 +368,7 @@ void http_stop(struct http_server *h)
 {
     if (!h)
         return;
+    console_http_stop(h); /* upgraded console streams must end before the daemon goes */
     MHD_stop_daemon(h->d);
     if (h->unix_path) {
         unlink(h->unix_path);

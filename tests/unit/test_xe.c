@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "mem.h"
+#include "vm_cmds.h"
 #include "xe.h"
 
 /* Parses argv (a NULL-terminated list after "xe") with the given rc text and env. */
@@ -598,7 +599,10 @@ static void test_run_errors(void **state)
     free(out);
     free(err);
     assert_int_equal(run_local(&out, &err, "help", "--minimal", NULL), 0);
-    assert_string_equal(out, "network-list,sr-list,vm-list\n");
+    assert_string_equal(out, "network-list,snapshot-revert,sr-list,vm-cd-eject,vm-cd-insert,"
+                             "vm-cd-list,vm-clone,vm-copy,vm-disk-list,vm-install,vm-list,vm-pause,"
+                             "vm-reboot,vm-reset-powerstate,vm-resume,vm-shutdown,vm-snapshot,"
+                             "vm-start,vm-suspend,vm-uninstall,vm-unpause,vm-vif-list\n");
     free(out);
     free(err);
     assert_int_equal(run_local(&out, &err, "-s", "127.0.0.1", "-p", "1", "--fingerprint", "xyz",
@@ -623,6 +627,32 @@ static void test_bash_completion(void **state)
     free(buf);
 }
 
+/* vm-install's rewrite of other_config:disks (XCP's rewrite_provisioning_xml). */
+static void test_rewrite_disks_sr(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"<provision><disk device=\"0\" size=\"1\" sr=\"\" bootable=\"true\"/></provision>",
+         "<provision><disk device=\"0\" size=\"1\" sr=\"S\" bootable=\"true\"/></provision>"},
+        {"<provision><disk sr='old' device=\"0\"/><disk device=\"1\" sr = \"x\"/></provision>",
+         "<provision><disk sr='S' device=\"0\"/><disk device=\"1\" sr = \"S\"/></provision>"},
+        /* no sr attribute: left alone, as XCP; other elements and attributes untouched */
+        {"<provision><disk device=\"0\" size=\"1\"/><diskette sr=\"a\"/><x sr=\"b\"/></provision>",
+         "<provision><disk device=\"0\" size=\"1\"/><diskette sr=\"a\"/><x sr=\"b\"/></provision>"},
+        {"<provision><disk usr=\"u\" sr=\"v\"></disk></provision>",
+         "<provision><disk usr=\"u\" sr=\"S\"></disk></provision>"},
+        {"", ""},
+        {"<disk sr=\"unterminated", "<disk sr=\"unterminated"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = xe_rewrite_disks_sr(cases[i].in, "S");
+        assert_string_equal(got, cases[i].want);
+        free(got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -644,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_command_table),
         cmocka_unit_test(test_run_errors),
         cmocka_unit_test(test_bash_completion),
+        cmocka_unit_test(test_rewrite_disks_sr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
