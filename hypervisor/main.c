@@ -246,6 +246,29 @@ static int64_t rss_bytes(void)
     return pages_rss * sysconf(_SC_PAGESIZE);
 }
 
+/* KSM's view of this process (/proc/self/ksm_stat, Linux 6.1+): pages of guest RAM merged with
+ * identical pages elsewhere, and the net bytes saved. -1 where the kernel does not say. */
+static xv *ksm_stats(const vmm *v)
+{
+    xv *k = xv_new_struct();
+    xv_struct_set(k, "mergeable", xv_new_bool(v->cfg->mem_merge));
+    long long merging = -1, zero = -1, profit = -1;
+    FILE *f = fopen("/proc/self/ksm_stat", "re");
+    if (f) {
+        char line[128];
+        while (fgets(line, sizeof(line), f)) {
+            sscanf(line, "ksm_merging_pages %lld", &merging);
+            sscanf(line, "ksm_zero_pages %lld", &zero);
+            sscanf(line, "ksm_process_profit %lld", &profit);
+        }
+        fclose(f);
+    }
+    xv_struct_set(k, "merging_pages", xv_new_int(merging));
+    xv_struct_set(k, "zero_pages", xv_new_int(zero));
+    xv_struct_set(k, "profit_bytes", xv_new_int(profit));
+    return k;
+}
+
 static xerr *cmd_stats(server *s, client *c, const xv *args, xv **ret)
 {
     vmm *v = s->v;
@@ -258,6 +281,7 @@ static xerr *cmd_stats(server *s, client *c, const xv *args, xv **ret)
     xv_struct_set(r, "memory_bytes", xv_new_int((int64_t)(v->cfg->memory_mib << 20)));
     xv_struct_set(r, "uptime", xv_new_float(now_monotonic() - v->boot_time));
     xv_struct_set(r, "boots", xv_new_int((int64_t)v->boots));
+    xv_struct_set(r, "ksm", ksm_stats(v));
     xv *cpus = xv_new_array();
     uint64_t total = 0;
     double cpu_total = 0;

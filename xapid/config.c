@@ -59,6 +59,8 @@ const config_key config_keys[] = {
     {"guest-image-dir", CFG_STR, S(guest_image_dir), 0, 0, NULL,
      "Debian guest kernel and initrd from scripts/build-guest-image.sh (default: "
      "../../guest-image next to xapid)"},
+    {"kernel-dir", CFG_STR, S(kernel_dir), 0, 0, "/boot/guest",
+     "directory VMs' PV_kernel/PV_ramdisk paths may point into (besides the bundled guests)"},
     {"run-dir", CFG_STR, S(run_dir), 0, 0, NULL,
      "per-VM control sockets, configs and serial logs (default <state-dir>/run)"},
     {"shutdown-timeout", CFG_INT, S(shutdown_timeout), 1, 86400, "60",

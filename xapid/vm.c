@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "vm.h"
 #include "api_handlers.h"
+#include "vhd.h"
 #include "vmmc.h"
 #include "xrec.h"
 
@@ -246,14 +247,53 @@ static char *run_path(xapid *x, const char *uuid, const char *ext)
     return xasprintf("%s/%s.%s", run_dir(x), uuid, ext);
 }
 
-/* Resolves the template kernel names nuvem:miniguest and nuvem:debian/<file>. */
-static char *resolve_boot_path(xapid *x, const char *p)
+/* Resolves a PV_kernel/PV_ramdisk: the template names nuvem:miniguest and nuvem:debian/<file>,
+ * or a host path, which (as XAPI's /boot/guest rule) must lie in --kernel-dir, the mini guest's
+ * directory or the guest image directory, so that API callers cannot make the VMM read any file
+ * on the host. NULL (with *why) otherwise. */
+static bool path_under(const char *real, const char *dir)
 {
+    if (!dir || !*dir)
+        return false;
+    char rd[PATH_MAX];
+    if (!realpath(dir, rd))
+        return false;
+    size_t n = strlen(rd);
+    return !strncmp(real, rd, n) && (real[n] == '/' || (n == 1 && rd[0] == '/'));
+}
+
+static char *resolve_boot_path(xapid *x, const char *p, const char **why)
+{
+    AUTOFREE char *path = NULL;
     if (!strcmp(p, "nuvem:miniguest"))
-        return xstrdup(x->cfg.miniguest);
-    if (!strncmp(p, "nuvem:debian/", 13))
-        return xasprintf("%s/%s", x->cfg.guest_image_dir, p + 13);
-    return xstrdup(p);
+        path = xstrdup(x->cfg.miniguest);
+    else if (!strncmp(p, "nuvem:debian/", 13) && !strstr(p + 13, ".."))
+        path = xasprintf("%s/%s", x->cfg.guest_image_dir, p + 13);
+    else if (p[0] == '/')
+        path = xstrdup(p);
+    else {
+        *why = "not a nuvem: name or an absolute path";
+        return NULL;
+    }
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        *why = "not found";
+        return NULL;
+    }
+    AUTOFREE char *mg_dir = xstrdup(x->cfg.miniguest);
+    char *slash = strrchr(mg_dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (!path_under(real, x->cfg.kernel_dir) && !path_under(real, mg_dir) &&
+        !path_under(real, x->cfg.guest_image_dir)) {
+        *why = "outside the kernel directories (see --kernel-dir)";
+        return NULL;
+    }
+    if (access(real, R_OK) != 0) {
+        *why = "not readable";
+        return NULL;
+    }
+    return xstrdup(real);
 }
 
 /* ---- DB helpers --------------------------------------------------------------------------- */
@@ -796,8 +836,8 @@ static int spawn_vmm(xapid *x, const char *config, const char *restore, const ch
             if (log >= 0)
                 dup2(log, 2);
             /* close everything else the daemon had open */
-            for (int fd = 3; fd < 1024; fd++)
-                if (fd != pfd[1])
+            if (close_range(3, ~0U, 0) < 0)
+                for (int fd = 3; fd < 65536; fd++)
                     close(fd);
             if (restore)
                 execl(x->cfg.vmm, x->cfg.vmm, "--restore", restore, config, (char *)NULL);
@@ -891,13 +931,38 @@ static int cmp_userdevice(const void *a, const void *b)
 
 static void remove_run_files(xapid *x, const char *uuid, bool keep_logs)
 {
-    const char *exts[] = {"json", "ctl", "console", "serial", "log"};
+    const char *exts[] = {"json", "ctl", "console", "serial", "log", "pid", "sav"};
     for (size_t i = 0; i < ARRAY_SIZE(exts); i++) {
         if (keep_logs && (!strcmp(exts[i], "serial") || !strcmp(exts[i], "log")))
             continue;
         AUTOFREE char *p = run_path(x, uuid, exts[i]);
         unlink(p);
     }
+}
+
+/* Events sent before the daemon connected (a fast guest's first agent report, or everything
+ * while a restarted daemon was away) are not replayed: read the current state once. */
+static void initial_sync(vmrun *r)
+{
+    AUTO(xv) *g = NULL, *b = NULL;
+    xerr *e = vmmc_call(r->c, "query-guest", NULL, VMM_CALL_TIMEOUT, &g);
+    xerr_free(e);
+    e = vmmc_call(r->c, "query-balloon", NULL, VMM_CALL_TIMEOUT, &b);
+    xerr_free(e);
+    bool update = false;
+    pthread_mutex_lock(&r->lock);
+    const xv *d = g ? xv_struct_get(g, "data") : NULL;
+    if (d && d->kind == XV_STRUCT && xv_struct_len(d) > 0 && !r->guest_data) {
+        r->guest_data = xv_copy(d);
+        r->guest_dirty = update = true;
+    }
+    if (b && xrec_int(b, "actual_bytes", -1) > 0) {
+        r->balloon_actual = xrec_int(b, "actual_bytes", r->balloon_actual);
+        r->metrics_dirty = update = true;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (update)
+        job_push(JOB_UPDATE, r->ref);
 }
 
 /* Builds the config, attaches disks and NICs, spawns the VMM and connects. On success the
@@ -925,9 +990,18 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "This VM has no PV_kernel: nuvem-vmm boots kernels directly and cannot "
                         "boot install media yet");
-    AUTOFREE char *kpath = resolve_boot_path(x, kernel);
-    if (access(kpath, R_OK) != 0)
-        return xerr_new("BOOTLOADER_FAILED", ref, kpath);
+    const char *why = NULL;
+    AUTOFREE char *kpath = resolve_boot_path(x, kernel, &why);
+    if (!kpath) {
+        AUTOFREE char *msg = xasprintf("PV_kernel %s: %s", kernel, why);
+        return xerr_new("BOOTLOADER_FAILED", ref, msg);
+    }
+    const char *rd = xrec_str(vm, "PV_ramdisk");
+    AUTOFREE char *rdpath = *rd ? resolve_boot_path(x, rd, &why) : NULL;
+    if (*rd && !rdpath) {
+        AUTOFREE char *msg = xasprintf("PV_ramdisk %s: %s", rd, why);
+        return xerr_new("BOOTLOADER_FAILED", ref, msg);
+    }
 
     AUTO(xv) *vbds = NULL, *vifs = NULL;
     xerr *e = vm_devices(x, ref, &vbds, &vifs);
@@ -949,9 +1023,8 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
     if (vcpus_max > vcpus)
         xv_struct_set(cfg, "vcpus_max", xv_new_int(vcpus_max));
     xv_struct_set(cfg, "kernel", xv_new_string(kpath));
-    const char *rd = xrec_str(vm, "PV_ramdisk");
-    if (*rd)
-        xv_struct_set(cfg, "initrd", xv_new_string_take(resolve_boot_path(x, rd)));
+    if (rdpath)
+        xv_struct_set(cfg, "initrd", xv_new_string(rdpath));
     xv_struct_set(cfg, "cmdline", xv_new_string(xrec_str(vm, "PV_args")));
 
     /* disks in userdevice order; the index in this list is the VMM's disk index */
@@ -1028,8 +1101,15 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
     }
     if (!e) {
         r->pid = spawn_vmm(x, cfgpath, restore, logpath);
-        if (r->pid < 0)
+        if (r->pid < 0) {
             e = xerr_internal("cannot start nuvem-vmm: %s", strerror(-r->pid));
+        } else {
+            /* lets a restarted daemon find a VMM that stopped answering */
+            AUTOFREE char *pidpath = run_path(x, uuid, "pid");
+            AUTOFREE char *pidtxt = xasprintf("%d\n", r->pid);
+            if (write_file_atomic(pidpath, pidtxt, strlen(pidtxt), 0600) < 0)
+                log_warn("cannot write %s", pidpath);
+        }
     }
     if (!e) {
         vmmc_handlers h = {.event = on_event, .closed = on_closed, .opaque = r};
@@ -1039,9 +1119,9 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
             /* it did not come up: make sure it is gone, report why */
             if (r->pid > 0)
                 kill(r->pid, SIGKILL);
-            AUTOFREE char *why = log_tail(logpath);
+            AUTOFREE char *tail = log_tail(logpath);
             xerr_free(e);
-            e = xerr_new("VM_FAILED_START", ref, *why ? why : "nuvem-vmm did not start");
+            e = xerr_new("VM_FAILED_START", ref, *tail ? tail : "nuvem-vmm did not start");
         }
     }
     if (e) {
@@ -1075,6 +1155,7 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
         run_remove(r);
         return e;
     }
+    initial_sync(r);
     log_info("VM %s (%s) started: domid %lld, pid %d%s", ref, xrec_str(vm, "name_label"),
              (long long)r->domid, r->pid, restore ? ", restored" : "");
     return NULL;
@@ -1156,7 +1237,7 @@ static void monitor_exit(xapid *x, const char *ref)
     /* the operation that may hold the VM finishes first (bounded wait) */
     vmop o = {0};
     xerr *e = NULL;
-    for (int i = 0; i < 600; i++) {
+    for (int i = 0; i < 600 && !__atomic_load_n(&R.stop, __ATOMIC_RELAXED); i++) {
         struct claim c = {.ref = ref, .op = "monitor", .key = "monitor", .check_busy = true};
         e = store_write(x->st, claim_txn, &c);
         if (!e) {
@@ -1320,9 +1401,17 @@ static void monitor_update(xapid *x, const char *ref)
     r->guest_dirty = r->metrics_dirty = false;
     struct metrics_p mp = {
         .ref = ref, .memory_actual = r->balloon_actual, .vcpus = r->vcpus_online};
+    bool crashed = !strcmp(r->last_event, "crash") && !r->exited && !r->expect_exit;
     pthread_mutex_unlock(&r->lock);
     xerr *e = NULL;
-    if (gd) {
+    if (crashed && !vmmc_wait_closed(r->c, 0.5)) {
+        /* actions_after_crash=preserve: the VMM keeps the crashed guest paused (on_crash=pause);
+         * other actions make it exit, which the half-second wait lets happen first */
+        log_info("VM %s: crashed; kept paused (actions_after_crash preserve)", ref);
+        AUTO(xv) *ps = xv_new_string("Paused");
+        e = store_set_field(x->st, XCLS(VM), ref, xfield(XCLS(VM), "power_state"), ps);
+    }
+    if (!e && gd) {
         struct gm_p p = {ref, gd};
         e = store_write(x->st, guest_metrics_txn, &p);
     }
@@ -1458,9 +1547,146 @@ static void *metrics_main(void *arg)
 
 /* ---- power operations --------------------------------------------------------------------- */
 
-static char *suspend_path(xapid *x, const char *uuid)
+/* ---- suspend images in VDIs --------------------------------------------------------------
+ * suspend: the VMM saves to <run>/<uuid>.sav, which is copied into a new VDI of type suspend on
+ * the VM's suspend_SR (else the pool's suspend_image_SR) whose other_config records the image's
+ * length; VM.suspend_VDI names it. resume copies it back out, restores, and destroys it. */
+
+static char *image_path(xapid *x, const char *uuid)
 {
-    return xasprintf("%s/suspend/%s.sav", x->cfg.state_dir, uuid);
+    return run_path(x, uuid, "sav");
+}
+
+static xerr *suspend_sr(xapid *x, const char *ref, const xv *vm, char **ret)
+{
+    const char *sr = xrec_str(vm, "suspend_SR");
+    AUTO(xv) *rec = NULL;
+    if (xref_set(sr) && !store_get_record(x->st, XCLS(SR), sr, &rec)) {
+        *ret = xstrdup(sr);
+        return NULL;
+    }
+    AUTO(xv) *pool = NULL;
+    xerr *e = store_get_record(x->st, XCLS(pool), x->pool_ref, &pool);
+    if (e)
+        return e;
+    sr = xrec_str(pool, "suspend_image_SR");
+    if (!xref_set(sr))
+        return xerr_new("VM_NO_SUSPEND_SR", ref);
+    *ret = xstrdup(sr);
+    return NULL;
+}
+
+/* Copies the image file into a new suspend VDI. */
+static xerr *image_to_vdi(api_ctx *ctx, const char *ref, const xv *vm, const char *file,
+                          char **ret_vdi)
+{
+    xapid *x = ctx->x;
+    struct stat st;
+    if (stat(file, &st) < 0)
+        return xerr_internal("suspend image %s: %s", file, strerror(errno));
+    AUTOFREE char *sr = NULL;
+    xerr *e = suspend_sr(x, ref, vm, &sr);
+    if (e)
+        return e;
+    AUTO(xv) *a = xv_new_struct();
+    AUTOFREE char *label = xasprintf("Suspend image for %s", xrec_str(vm, "name_label"));
+    AUTOFREE char *len = xasprintf("%lld", (long long)st.st_size);
+    xv_struct_set(a, "name_label", xv_new_string(label));
+    xv_struct_set(a, "name_description", xv_new_string(""));
+    xv_struct_set(a, "SR", xv_new_string(sr));
+    xv_struct_set(a, "virtual_size", xv_new_int(((int64_t)st.st_size + 511) / 512 * 512));
+    xv_struct_set(a, "type", xv_new_string("suspend"));
+    xv_struct_set(a, "sharable", xv_new_bool(false));
+    xv_struct_set(a, "read_only", xv_new_bool(false));
+    xv *oc = xv_new_struct();
+    xv_struct_set(oc, "nuvem-suspend-bytes", xv_new_string(len));
+    xv_struct_set(a, "other_config", oc);
+    AUTO(xv) *vdi = NULL;
+    if ((e = api_VDI_create(ctx, a, &vdi)))
+        return e;
+    AUTOFREE char *path = NULL;
+    const char *fmt = NULL;
+    if (!(e = xapid_storage_vdi_attach(x, xv_str(vdi), true, &path, &fmt))) {
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        vhd *v = NULL;
+        int rc = fd < 0 ? -errno : vhd_open(path, VHD_OPEN_RDWR, &v);
+        if (rc == 0)
+            rc = vhd_import_raw(v, fd);
+        if (rc == 0)
+            rc = vhd_flush(v);
+        vhd_close(v);
+        if (fd >= 0)
+            close(fd);
+        if (rc < 0)
+            e = xerr_internal("writing the suspend image: %s", strerror(-rc));
+        xerr_free(xapid_storage_vdi_detach(x, xv_str(vdi)));
+    }
+    if (e) {
+        xerr_free(api_VDI_destroy(ctx, xv_str(vdi)));
+        return e;
+    }
+    *ret_vdi = xstrdup(xv_str(vdi));
+    return NULL;
+}
+
+/* Copies a suspend VDI's image out to file. */
+static xerr *vdi_to_image(xapid *x, const char *vdi, const char *file)
+{
+    AUTO(xv) *rec = NULL;
+    xerr *e = store_get_record(x->st, XCLS(VDI), vdi, &rec);
+    if (e)
+        return e;
+    const char *len = xrec_map_str(rec, "other_config", "nuvem-suspend-bytes");
+    long long n = len ? atoll(len) : -1;
+    if (n <= 0)
+        return xerr_new("VM_FAILED_START", vdi, "the suspend VDI has no image length");
+    AUTOFREE char *path = NULL;
+    if ((e = xapid_storage_vdi_attach(x, vdi, false, &path, NULL)))
+        return e;
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    vhd *v = NULL;
+    int rc = fd < 0 ? -errno : vhd_open(path, VHD_OPEN_RDONLY, &v);
+    const size_t chunk = 1 << 20;
+    AUTOFREE uint8_t *buf = rc == 0 ? xmalloc(chunk) : NULL;
+    for (long long off = 0; rc == 0 && off < n;) {
+        size_t want = (size_t)(n - off) < chunk ? (size_t)(n - off) : chunk;
+        size_t rd = (want + 511) / 512 * 512;
+        rc = vhd_read(v, buf, (uint64_t)off, rd);
+        for (size_t done = 0; rc == 0 && done < want;) {
+            ssize_t w = write(fd, buf + done, want - done);
+            if (w < 0 && errno != EINTR)
+                rc = -errno;
+            else if (w > 0)
+                done += (size_t)w;
+        }
+        off += (long long)want;
+    }
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    vhd_close(v);
+    if (fd >= 0)
+        close(fd);
+    xerr_free(xapid_storage_vdi_detach(x, vdi));
+    if (rc < 0) {
+        unlink(file);
+        return xerr_internal("reading the suspend image: %s", strerror(-rc));
+    }
+    return NULL;
+}
+
+/* Forgets a VM's suspend image (hard shutdown, destroy, power_state_reset of a suspended VM). */
+static void drop_suspend_vdi(api_ctx *ctx, const char *ref, const xv *vm)
+{
+    const char *vdi = xrec_str(vm, "suspend_VDI");
+    if (!xref_set(vdi))
+        return;
+    xerr *e = api_VDI_destroy(ctx, vdi);
+    if (e) {
+        log_warn("VM %s: suspend VDI %s: %s", ref, vdi, e->code);
+        xerr_free(e);
+    }
+    AUTO(xv) *nul = xv_new_string(NULL_REF);
+    xerr_free(store_set_field(ctx->x->st, XCLS(VM), ref, xfield(XCLS(VM), "suspend_VDI"), nul));
 }
 
 xerr *api_VM_start(api_ctx *ctx, const char *p_vm, bool p_start_paused, bool p_force)
@@ -1546,11 +1772,11 @@ static xerr *clean_shutdown(xapid *x, const char *ref, vmrun *r)
     return vm_teardown(x, r, "Halted");
 }
 
-static xerr *hard_shutdown(xapid *x, const char *ref, const xv *vm, vmrun *r)
+static xerr *hard_shutdown(api_ctx *ctx, const char *ref, const xv *vm, vmrun *r)
 {
+    xapid *x = ctx->x;
     if (!strcmp(xrec_str(vm, "power_state"), "Suspended")) {
-        AUTOFREE char *sp = suspend_path(x, xrec_str(vm, "uuid"));
-        unlink(sp);
+        drop_suspend_vdi(ctx, ref, vm);
         return record_state(x, ref, "Halted", -1, NULL, false);
     }
     xerr *e = need_run(ref, r);
@@ -1580,7 +1806,7 @@ xerr *api_VM_hard_shutdown(api_ctx *ctx, const char *p_vm)
     if (e)
         return e;
     AUTORUN *r = run_get(p_vm);
-    return hard_shutdown(ctx->x, p_vm, o.rec, r);
+    return hard_shutdown(ctx, p_vm, o.rec, r);
 }
 
 xerr *api_VM_shutdown(api_ctx *ctx, const char *p_vm)
@@ -1597,7 +1823,7 @@ xerr *api_VM_shutdown(api_ctx *ctx, const char *p_vm)
         log_info("VM %s: clean shutdown failed (%s); shutting down hard", p_vm, e->code);
         xerr_free(e);
     }
-    return hard_shutdown(ctx->x, p_vm, o.rec, r);
+    return hard_shutdown(ctx, p_vm, o.rec, r);
 }
 
 /* Whether the guest's agent is there (it can act on control/shutdown). */
@@ -1703,21 +1929,27 @@ xerr *api_VM_suspend(api_ctx *ctx, const char *p_vm)
     AUTORUN *r = run_get(p_vm);
     if ((e = need_run(p_vm, r)))
         return e;
-    AUTOFREE char *dir = xasprintf("%s/suspend", ctx->x->cfg.state_dir);
-    AUTOFREE char *path = suspend_path(ctx->x, r->uuid);
-    if (mkdir_p(dir, 0700) < 0)
-        return xerr_internal("cannot create %s: %s", dir, strerror(errno));
+    AUTOFREE char *sr = NULL;
+    if ((e = suspend_sr(ctx->x, p_vm, o.rec, &sr)))
+        return e;
+    AUTOFREE char *path = image_path(ctx->x, r->uuid);
     unlink(path);
     xv *args = xv_new_struct();
     xv_struct_set(args, "path", xv_new_string(path));
-    if ((e = vmmc_call(r->c, "save", args, 600, NULL))) {
-        /* the VMM leaves the guest paused after a failed save: let it run again */
+    AUTOFREE char *vdi = NULL;
+    e = vmmc_call(r->c, "save", args, 600, NULL);
+    if (!e)
+        e = image_to_vdi(ctx, p_vm, o.rec, path, &vdi);
+    unlink(path);
+    if (e) {
+        /* the VMM leaves the guest paused after a save: let it run again */
         xerr_free(vmmc_call(r->c, "resume", NULL, VMM_CALL_TIMEOUT, NULL));
         return e;
     }
-    if ((e = vmm_kill(r)))
+    if ((e = vmm_kill(r)) || (e = vm_teardown(ctx->x, r, "Suspended")))
         return e;
-    return vm_teardown(ctx->x, r, "Suspended");
+    AUTO(xv) *sv = xv_new_string(vdi);
+    return store_set_field(ctx->x->st, XCLS(VM), p_vm, xfield(XCLS(VM), "suspend_VDI"), sv);
 }
 
 static xerr *resume(api_ctx *ctx, const char *vm, const char *op, bool paused)
@@ -1726,12 +1958,17 @@ static xerr *resume(api_ctx *ctx, const char *vm, const char *op, bool paused)
     xerr *e = vmop_begin(ctx->x, ctx, vm, op, &o);
     if (e)
         return e;
-    AUTOFREE char *path = suspend_path(ctx->x, xrec_str(o.rec, "uuid"));
-    if (access(path, R_OK) != 0)
-        return xerr_new("VM_FAILED_START", vm, "the suspend image is missing");
-    if ((e = vm_boot(ctx->x, vm, o.rec, paused, path)))
+    const char *vdi = xrec_str(o.rec, "suspend_VDI");
+    if (!xref_set(vdi))
+        return xerr_new("VM_FAILED_START", vm, "the VM has no suspend image");
+    AUTOFREE char *path = image_path(ctx->x, xrec_str(o.rec, "uuid"));
+    if ((e = vdi_to_image(ctx->x, vdi, path)))
         return e;
+    e = vm_boot(ctx->x, vm, o.rec, paused, path);
     unlink(path);
+    if (e)
+        return e;
+    drop_suspend_vdi(ctx, vm, o.rec);
     return NULL;
 }
 
@@ -1761,8 +1998,7 @@ xerr *api_VM_power_state_reset(api_ctx *ctx, const char *p_vm)
                         "The VM is running on this host: shut it down instead");
     if (r)
         return vm_teardown(ctx->x, r, "Halted");
-    AUTOFREE char *sp = suspend_path(ctx->x, xrec_str(o.rec, "uuid"));
-    unlink(sp);
+    drop_suspend_vdi(ctx, p_vm, o.rec);
     return record_state(ctx->x, p_vm, "Halted", -1, NULL, false);
 }
 
@@ -2391,6 +2627,10 @@ xerr *api_VM_provision(api_ctx *ctx, const char *p_vm)
         xv_struct_set(vbd, "mode", xv_new_string("RW"));
         xv_struct_set(vbd, "type", xv_new_string("Disk"));
         xv_struct_set(vbd, "unpluggable", xv_new_bool(true));
+        /* as XCP's provisioner: the VM owns the disk (vm-uninstall destroys owned VDIs) */
+        xv *voc = xv_new_struct();
+        xv_struct_set(voc, "owner", xv_new_string(""));
+        xv_struct_set(vbd, "other_config", voc);
         if ((e = store_create(x->st, XCLS(VBD), vbd, NULL)))
             return e;
     }
@@ -2438,8 +2678,7 @@ xerr *api_VM_destroy(api_ctx *ctx, const char *p_self)
         return e;
     if (xrec_bool(vm, "is_default_template"))
         return xerr_new("OPERATION_NOT_ALLOWED", "Default templates cannot be destroyed");
-    AUTOFREE char *sp = suspend_path(ctx->x, xrec_str(vm, "uuid"));
-    unlink(sp);
+    drop_suspend_vdi(ctx, p_self, vm);
     return store_write(ctx->x->st, destroy_txn, (void *)p_self);
 }
 
@@ -2809,7 +3048,10 @@ static const struct tmpl templates[] = {
      ""},
     {"debian", "Debian Linux",
      "Debian 12 kernel and initramfs built by scripts/build-guest-image.sh", "nuvem:debian/vmlinux",
-     "nuvem:debian/initramfs.cpio", "console=ttyS0 nuvem.exit=poweroff", 256 * MiB, 128 * MiB, 1, 4,
+     "nuvem:debian/initramfs.cpio",
+     "console=ttyS0 earlyprintk=serial,ttyS0,115200 noxsave nowatchdog reboot=k panic=-1 "
+     "nuvem.exit=poweroff",
+     256 * MiB, 128 * MiB, 1, 4,
      "<provision><disk device=\"0\" size=\"1073741824\" sr=\"\" bootable=\"true\" "
      "type=\"system\"/></provision>",
      ""},
@@ -2930,6 +3172,38 @@ static xerr *clear_ops_txn(store_txn *t, void *ud)
     return NULL;
 }
 
+/* A VMM that does not answer on its control socket is stopped for good (SIGKILL, by the pid
+ * recorded at spawn, checked to still be a nuvem-vmm), so that the DB's Halted is true. */
+static void kill_stale(xapid *x, const char *uuid)
+{
+    AUTOFREE char *pidpath = run_path(x, uuid, "pid");
+    AUTOFREE char *txt = NULL;
+    if (read_file(pidpath, &txt, NULL) < 0)
+        return;
+    int pid = atoi(txt);
+    char exe[PATH_MAX], path[64];
+    snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+    ssize_t n = pid > 1 ? readlink(path, exe, sizeof(exe) - 1) : -1;
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    const char *base = strrchr(exe, '/');
+    if (!strstr(base ? base : exe, "nuvem-vmm"))
+        return;
+    log_warn("VM %s: nuvem-vmm pid %d does not answer; killing it", uuid, pid);
+    kill(pid, SIGKILL);
+    for (int i = 0; i < 200 && kill(pid, 0) == 0; i++) {
+        /* not our child: wait for init to reap it (zombies still answer kill 0) */
+        char st[64];
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        AUTOFREE char *stat = NULL;
+        if (read_file(path, &stat, NULL) < 0 || sscanf(stat, "%*d %*s %63s", st) != 1 ||
+            st[0] == 'Z')
+            break;
+        usleep(10000);
+    }
+}
+
 /* Re-attaches to the VMM of a VM the DB says runs here; false if it is gone. */
 static bool adopt(xapid *x, const char *ref, const xv *vm)
 {
@@ -2947,6 +3221,7 @@ static bool adopt(xapid *x, const char *ref, const xv *vm)
         log_info("VM %s: its nuvem-vmm is gone (%s)", ref, e->nparams ? e->params[0] : e->code);
         xerr_free(e);
         run_free(r);
+        kill_stale(x, uuid);
         return false;
     }
     r->pid = (int)xrec_int(greeting, "pid", 0);
@@ -2989,6 +3264,8 @@ static bool adopt(xapid *x, const char *ref, const xv *vm)
     run_add(r);
     if (!vmmc_alive(r->c)) /* it went while we attached */
         job_push(JOB_EXIT, ref);
+    else
+        initial_sync(r);
     log_info("VM %s: re-attached to nuvem-vmm pid %d (%s)", ref, r->pid, status);
     return true;
 }
@@ -3020,7 +3297,8 @@ static void stop_orphans(xapid *x)
         xerr *e = vmmc_connect(ctl, 0, 0.5, NULL, &c, NULL);
         if (e) {
             xerr_free(e);
-            unlink(ctl);
+            kill_stale(x, uuid);
+            remove_run_files(x, uuid, true);
             continue;
         }
         log_warn("stopping nuvem-vmm of VM %s: the database does not record it as running", uuid);
@@ -3131,4 +3409,60 @@ void xapid_vm_stop(xapid *x)
             run_free(list);
         list = n;
     }
+}
+
+/* ---- VM.create ---------------------------------------------------------------------------- */
+
+struct create_p {
+    const xv *args;
+    char *ret;
+};
+
+static xerr *create_txn(store_txn *t, void *ud)
+{
+    struct create_p *p = ud;
+    const api_class *c = XCLS(VM);
+    AUTO(xv) *rec = xv_new_struct();
+    for (size_t i = 0; i < c->nfields; i++) {
+        const api_field *f = &c->fields[i];
+        const xv *v = xv_struct_get(p->args, f->name);
+        if (f->derived_cls >= 0 || f->qual == API_Q_RO_RUNTIME || !v)
+            continue;
+        /* references must name live objects (affinity, suspend_VDI, ...) */
+        if (f->type->kind == API_T_REF && f->type->cls >= 0 && xref_set(xv_str(v)) &&
+            !st_exists(t, &api_classes[f->type->cls], xv_str(v)))
+            return xerr_new("HANDLE_INVALID", api_classes[f->type->cls].name, xv_str(v));
+        xv_struct_set(rec, f->name, xv_copy(v));
+    }
+    /* new VMs are halted, whatever the caller says */
+    xv_struct_set(rec, "power_state", xv_new_string("Halted"));
+    AUTOFREE char *metrics = NULL;
+    AUTO(xv) *m = xv_new_struct();
+    xerr *e = st_create(t, XCLS(VM_metrics), NULL, m, &metrics);
+    if (e)
+        return e;
+    xv_struct_set(rec, "metrics", xv_new_string(metrics));
+    if ((e = st_create(t, c, NULL, rec, &p->ret)))
+        return e;
+    return refresh_allowed(t, p->ret);
+}
+
+xerr *api_VM_create(api_ctx *ctx, const xv *p_args, xv **ret)
+{
+    /* XAPI's create-time check: the ranges must be coercible (min <= max each) */
+    struct limits l = limits_of(p_args);
+    if (l.smin > l.smax || l.dmin > l.dmax)
+        return xerr_new("MEMORY_CONSTRAINT_VIOLATION",
+                        "static_min <= static_max and dynamic_min <= dynamic_max");
+    if (xrec_int(p_args, "VCPUs_at_startup", 1) > xrec_int(p_args, "VCPUs_max", 1)) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)xrec_int(p_args, "VCPUs_at_startup", 1));
+        return xerr_new("INVALID_VALUE", "VCPUs_at_startup", v);
+    }
+    struct create_p p = {.args = p_args};
+    xerr *e = store_write(ctx->x->st, create_txn, &p);
+    if (e)
+        return e;
+    *ret = xv_new_string_take(p.ret);
+    return NULL;
 }

@@ -12,5 +12,5 @@ xerr *xapid_vm_init(xapid *x);
 /* Stops the threads and lets go of the VMMs (they keep running: a restarted daemon re-attaches). */
 void xapid_vm_stop(xapid *x);
 
-/* The console stream of a running VM (console.c): connects to its serial socket; -errno. */
+/* The console stream of a running VM (for console.c): connects to its serial socket; -errno. */
 int xapid_vm_console_fd(xapid *x, const char *console_ref, char **ret_vm);

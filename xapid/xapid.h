@@ -31,12 +31,13 @@ typedef struct xapid_config {
     int64_t event_timeout_max; /* seconds a call may block in event.from/next */
     int64_t task_retention;    /* seconds a finished task is kept */
     char *log_level;
-    int64_t manage_pifs; /* 1: start-up re-plugs attached PIFs into their bridges */
+    int64_t manage_pifs;   /* 1: start-up re-plugs attached PIFs into their bridges */
     char *vmm;             /* nuvem-vmm binary */
     char *miniguest;       /* the bundled mini guest kernel (templates name it nuvem:miniguest) */
     char *guest_image_dir; /* Linux kernel + initrd of the Debian template (nuvem:debian/...) */
+    char *kernel_dir;      /* where other PV_kernel/PV_ramdisk paths may point */
     char *run_dir;         /* per-VM runtime files (control sockets, configs, serial logs) */
-    int64_t shutdown_timeout; /* seconds a clean shutdown/reboot may take */
+    int64_t shutdown_timeout;   /* seconds a clean shutdown/reboot may take */
     int64_t vm_memory_overhead; /* bytes of host memory counted per VM on top of its RAM */
     int64_t page_sharing;       /* 1: new VMs' RAM is offered to KSM */
 } xapid_config;

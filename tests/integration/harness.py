@@ -116,3 +116,20 @@ def vm_record(name='vm'):
             'PV_ramdisk': '', 'PV_args': '', 'PV_bootloader_args': '', 'PV_legacy_args': '',
             'HVM_boot_policy': '', 'HVM_boot_params': {}, 'platform': {}, 'PCI_bus': '',
             'other_config': {}, 'recommendations': ''}
+
+
+def skip(why):
+    """Exit 77 (ctest skip) with a one-line reason."""
+    print('SKIP: ' + why)
+    raise SystemExit(77)
+
+
+def vmm_args():
+    """xapid options naming the VMM and mini guest when the environment overrides them
+    (NUVEM_VMM, NUVEM_MINIGUEST); by default xapid finds them next to its own binary."""
+    a = []
+    if os.environ.get('NUVEM_VMM'):
+        a += ['--vmm', os.environ['NUVEM_VMM']]
+    if os.environ.get('NUVEM_MINIGUEST'):
+        a += ['--miniguest', os.environ['NUVEM_MINIGUEST']]
+    return a

@@ -56,6 +56,11 @@ def t_boot(vmm_path, guest):
                  stats["overhead_bytes"] / 1048576.0))
         check(stats["serial"]["bytes_out"] > 50 and stats["serial"]["bytes_in"] > 10, "stats %r" % stats)
         check(len(stats["vcpus"]) == 1 and stats["vcpus"][0]["io_exits"] > 0, "stats %r" % stats)
+        ksm = stats["ksm"]
+        check(ksm["mergeable"] == bool(v.cfg.get("mem_merge", True)), "ksm %r" % ksm)
+        # the kernel's per-process KSM counters (Linux 6.1+), read through the sandbox
+        if os.path.exists("/proc/self/ksm_stat"):
+            check(ksm["merging_pages"] >= 0 and ksm["profit_bytes"] != -1, "ksm %r" % ksm)
         with open("/proc/%d/status" % v.proc.pid) as f:
             status = f.read()
         if "seccomp filter skipped" not in v.log():
