@@ -185,6 +185,23 @@ struct net_dhcp_lease {
  * -ETIMEDOUT without a lease, -EPROTO for an unusable one. */
 int net_ip_dhcp(net_ctx *ctx, const char *dev, int tries, struct net_dhcp_lease *ret);
 
+/* Mode DHCP with renewal: starts a busybox udhcpc daemon for `dev` (any earlier one stopped)
+ * that keeps the lease renewed, waits up to wait_s seconds for the first lease and applies it.
+ * The daemon is detached (it outlives the caller, like a tap) and keeps its files in `dir`:
+ * <dev>.pid, <dev>.sh (its event script), <dev>.lease (the current lease, empty once lost).
+ * Returns 0 and *ret, -ENOEXEC without busybox, -ETIMEDOUT without a lease (the daemon is then
+ * stopped), -EPROTO for an unusable lease. */
+int net_dhcp_start(net_ctx *ctx, const char *dev, const char *dir, int wait_s,
+                   struct net_dhcp_lease *ret);
+/* The daemon's current lease, without applying it: 1 and *ret, 0 if the lease was lost
+ * (*ret zeroed), -ENOENT before the first one, -EPROTO for an unusable one, -ESRCH if no
+ * daemon runs for `dev`. The caller applies changes (net_ip_set_static / net_ip_flush). */
+int net_dhcp_poll(const char *dir, const char *dev, struct net_dhcp_lease *ret);
+/* True while our udhcpc for `dev` runs (checked by pid and command line). */
+bool net_dhcp_running(const char *dir, const char *dev);
+/* Stops the daemon of `dev` (if any; the address stays) and removes its files. */
+int net_dhcp_stop(const char *dir, const char *dev);
+
 /* ---- Taps and VIFs ------------------------------------------------------------------------ */
 
 /* Opens (creating if needed) tap `name` with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR and a

@@ -13,7 +13,8 @@ import sys
 
 CLASSES = ['session', 'pool', 'host', 'host_metrics', 'host_cpu', 'VM', 'VM_metrics',
            'VM_guest_metrics', 'VBD', 'VDI', 'SR', 'PBD', 'network', 'PIF', 'VIF', 'task',
-           'event', 'message', 'console', 'role', 'secret']
+           'event', 'message', 'console', 'role', 'secret', 'VLAN', 'Bond', 'VIF_metrics',
+           'PIF_metrics']
 
 # Reverse references: derived from the single-ref field on the other side, never stored.
 DERIVED = {
@@ -24,6 +25,8 @@ DERIVED = {
     ('SR', 'VDIs'): 'VDI.SR', ('SR', 'PBDs'): 'PBD.SR', ('VDI', 'VBDs'): 'VBD.VDI',
     ('VDI', 'snapshots'): 'VDI.snapshot_of', ('network', 'VIFs'): 'VIF.network',
     ('network', 'PIFs'): 'PIF.network', ('task', 'subtasks'): 'task.subtask_of',
+    ('PIF', 'VLAN_slave_of'): 'VLAN.tagged_PIF', ('PIF', 'bond_master_of'): 'Bond.master',
+    ('Bond', 'slaves'): 'PIF.bond_slave_of',
 }
 
 # Custom messages implemented so far (added issue by issue).
@@ -41,8 +44,8 @@ CUSTOM = {
             'set_ipv4_allowed', 'add_ipv4_allowed', 'remove_ipv4_allowed',
             'set_ipv6_allowed', 'add_ipv6_allowed', 'remove_ipv6_allowed'],
     'host': ['management_reconfigure', 'compute_free_memory', 'compute_memory_overhead'],
-    'VM': ['start', 'start_on', 'clean_shutdown', 'hard_shutdown', 'shutdown', 'clean_reboot',
-           'hard_reboot', 'pause', 'unpause', 'suspend', 'resume', 'resume_on',
+    'VM': ['create', 'start', 'start_on', 'clean_shutdown', 'hard_shutdown', 'shutdown',
+           'clean_reboot', 'hard_reboot', 'pause', 'unpause', 'suspend', 'resume', 'resume_on',
            'power_state_reset', 'clone', 'copy', 'provision', 'snapshot', 'revert', 'destroy',
            'set_VCPUs_number_live', 'set_VCPUs_max', 'set_VCPUs_at_startup',
            'set_memory_dynamic_range', 'set_memory_dynamic_min', 'set_memory_dynamic_max',
@@ -51,6 +54,8 @@ CUSTOM = {
            'set_actions_after_crash', 'get_allowed_VBD_devices', 'get_allowed_VIF_devices',
            'get_boot_record', 'update_allowed_operations', 'assert_can_boot_here',
            'get_possible_hosts', 'compute_memory_overhead', 'assert_operation_valid'],
+    'VLAN': ['create', 'destroy'],
+    'Bond': ['create', 'destroy', 'set_mode', 'set_property'],
     'VBD': ['create', 'destroy', 'plug', 'unplug', 'unplug_force', 'insert', 'eject'],
     'SR': ['create', 'destroy', 'forget', 'scan', 'update', 'introduce', 'set_name_label',
            'set_name_description', 'get_supported_types', 'probe', 'set_shared'],
