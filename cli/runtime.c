@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -502,4 +503,20 @@ void xe_write_bash_completion(FILE *f)
                "\"$cur\"))\n");
     fprintf(f, "}\ncomplete -F _xe xe\n");
     free(names);
+}
+
+/* XCP's get_bool_param: true/t/1, false/f/0 in any case; dflt when absent. */
+int xe_bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret)
+{
+    const char *s = xe_params_get(&ctx->cl->params, name);
+    *ret = dflt;
+    if (!s)
+        return 0;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "t") || !strcmp(s, "1"))
+        *ret = true;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "f") || !strcmp(s, "0"))
+        *ret = false;
+    else
+        return xe_fail(ctx, "Failed to parse parameter '%s': expecting 'true' or 'false'", name);
+    return 0;
 }

@@ -63,22 +63,6 @@ static int parse_size(xe_ctx *ctx, const char *field, long long *ret)
                    field, s ? s : "");
 }
 
-/* XCP's get_bool_param: true/t/1, false/f/0 in any case; dflt when absent. */
-static int bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret)
-{
-    const char *s = xe_params_get(&ctx->cl->params, name);
-    *ret = dflt;
-    if (!s)
-        return 0;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "t") || !strcmp(s, "1"))
-        *ret = true;
-    else if (!strcasecmp(s, "false") || !strcasecmp(s, "f") || !strcmp(s, "0"))
-        *ret = false;
-    else
-        return xe_fail(ctx, "Failed to parse parameter '%s': expecting 'true' or 'false'", name);
-    return 0;
-}
-
 /* "<name>:key=value" (or the older "<name>-key=value") params as a string map. */
 static xv *map_params(const xe_params *ps, const char *name)
 {
@@ -163,7 +147,7 @@ int xe_cmd_sr_create(xe_ctx *ctx, const xe_cmd *cmd)
 {
     const xe_params *ps = &ctx->cl->params;
     bool shared;
-    if (bool_param(ctx, "shared", false, &shared))
+    if (xe_bool_param(ctx, "shared", false, &shared))
         return 1;
     AUTOFREE char *host = NULL;
     if (host_ref(ctx, shared, &host))
@@ -245,7 +229,8 @@ int xe_cmd_vdi_create(xe_ctx *ctx, const xe_cmd *cmd)
     else if (!xe_strv_has(types, type))
         return xe_fail(ctx, "Unknown vdi type: %s", type);
     bool sharable, ro;
-    if (bool_param(ctx, "sharable", false, &sharable) || bool_param(ctx, "read-only", false, &ro))
+    if (xe_bool_param(ctx, "sharable", false, &sharable) ||
+        xe_bool_param(ctx, "read-only", false, &ro))
         return 1;
     xv *rec = xv_new_struct();
     xv_struct_set(rec, "name_label", xv_new_string(xe_params_get(ps, "name-label")));

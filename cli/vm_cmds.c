@@ -29,22 +29,6 @@ static const char *param(xe_ctx *ctx, const char *name)
     return xe_params_get(&ctx->cl->params, name);
 }
 
-/* XCP's get_bool_param: true/t/1, false/f/0 in any case; dflt when absent. */
-static int bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret)
-{
-    const char *s = param(ctx, name);
-    *ret = dflt;
-    if (!s)
-        return 0;
-    if (!strcasecmp(s, "true") || !strcasecmp(s, "t") || !strcmp(s, "1"))
-        *ret = true;
-    else if (!strcasecmp(s, "false") || !strcasecmp(s, "f") || !strcmp(s, "0"))
-        *ret = false;
-    else
-        return xe_fail(ctx, "Failed to parse parameter '%s': expecting 'true' or 'false'", name);
-    return 0;
-}
-
 /* XCP's Record_util.bytes_of_string field value. */
 static int size_param(xe_ctx *ctx, const char *field, int64_t *ret)
 {
@@ -489,7 +473,7 @@ int xe_cmd_vm_uninstall(xe_ctx *ctx, const xe_cmd *cmd)
         rc = plan_uninstall(ctx, u.vms[i], &ds[i], &lines);
     bool force = false;
     if (!rc)
-        rc = bool_param(ctx, "force", false, &force);
+        rc = xe_bool_param(ctx, "force", false, &force);
     if (!rc) {
         fprintf(ctx->out, "The following items are about to be destroyed\n");
         for (size_t i = 0; i < lines.n; i++)
@@ -585,7 +569,8 @@ int xe_cmd_vm_start(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     struct power p = {0};
-    if (bool_param(ctx, "force", false, &p.force) || bool_param(ctx, "paused", false, &p.paused))
+    if (xe_bool_param(ctx, "force", false, &p.force) ||
+        xe_bool_param(ctx, "paused", false, &p.paused))
         return 1;
     AUTOFREE char *host = NULL;
     if (param(ctx, "on") && host_by_name_or_id(ctx, param(ctx, "on"), &host))
@@ -612,7 +597,7 @@ int xe_cmd_vm_resume(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     struct power p = {0};
-    if (bool_param(ctx, "force", false, &p.force))
+    if (xe_bool_param(ctx, "force", false, &p.force))
         return 1;
     AUTOFREE char *host = NULL;
     if (param(ctx, "on") && host_by_name_or_id(ctx, param(ctx, "on"), &host))
@@ -635,7 +620,7 @@ int xe_cmd_vm_shutdown(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     bool force = false;
-    if (bool_param(ctx, "force", false, &force))
+    if (xe_bool_param(ctx, "force", false, &force))
         return 1;
     return vm_op(ctx, XE_SEL_MULTIPLE_OK, STRV("progress"), op_simple,
                  force ? "@VM.hard_shutdown" : "@VM.clean_shutdown");
@@ -645,7 +630,7 @@ int xe_cmd_vm_reboot(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     bool force = false;
-    if (bool_param(ctx, "force", false, &force))
+    if (xe_bool_param(ctx, "force", false, &force))
         return 1;
     return vm_op(ctx, XE_SEL_MULTIPLE_OK, NULL, op_simple,
                  force ? "VM.hard_reboot" : "VM.clean_reboot");
@@ -673,7 +658,7 @@ int xe_cmd_vm_reset_powerstate(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     bool force = false;
-    if (bool_param(ctx, "force", false, &force))
+    if (xe_bool_param(ctx, "force", false, &force))
         return 1;
     if (!force)
         return xe_fail(ctx, "This operation is dangerous and may cause data loss. This operation "
@@ -1121,7 +1106,7 @@ int xe_cmd_vbd_create(xe_ctx *ctx, const xe_cmd *cmd)
     if (!vdi)
         return 1;
     bool bootable, unpluggable;
-    if (bool_param(ctx, "bootable", false, &bootable))
+    if (xe_bool_param(ctx, "bootable", false, &bootable))
         return 1;
     const char *mode = "RW", *type = "Disk";
     const char *m = param(ctx, "mode");
@@ -1152,7 +1137,7 @@ int xe_cmd_vbd_create(xe_ctx *ctx, const xe_cmd *cmd)
             return xe_fail(ctx, "\"Unknown type: %s (should be \"cd\", \"disk\" or \"floppy\"", lt);
         }
     }
-    if (bool_param(ctx, "unpluggable", true, &unpluggable))
+    if (xe_bool_param(ctx, "unpluggable", true, &unpluggable))
         return 1;
     if (!strcmp(type, "Disk") && empty)
         return xe_fail(ctx, "Empty VBDs can only be made for type=CD");
@@ -1211,7 +1196,7 @@ int xe_cmd_vbd_unplug(xe_ctx *ctx, const xe_cmd *cmd)
             return xe_fail(ctx, "Failed to parse parameter 'timeout': expecting a float");
     }
     bool force = false;
-    if (bool_param(ctx, "force", false, &force))
+    if (xe_bool_param(ctx, "force", false, &force))
         return 1;
     double start = now_monotonic();
     AUTO(xv) *res = NULL;

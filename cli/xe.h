@@ -252,6 +252,9 @@ void xe_print_table(xe_ctx *ctx, xe_row *rows, size_t n);
 void xe_print_list(xe_ctx *ctx, const char *const *items, size_t n);
 void xe_print_one(xe_ctx *ctx, const char *s);
 
+/* XCP's get_bool_param: the param as true/t/1 or false/f/0 (any case), dflt when absent;
+ * anything else prints XCP's error and returns 1. */
+int xe_bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret);
 /* "Error: <msg>" (XCP's Cli_failure). Returns 1. */
 int xe_fail(xe_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "<what>: <detail>" (or just detail) and "For usage run: 'xe help'". Returns 1. */

@@ -242,73 +242,16 @@ static enum MHD_Result respond_xerr(struct MHD_Connection *c, unsigned status, c
 
 /* ---- auth -------------------------------------------------------------------------------- */
 
-static char *b64decode(const char *s)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(s);
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n && s[i] != '='; i++) {
-        const char *p = s[i] ? strchr(tab, s[i]) : NULL;
-        if (!p) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)(p - tab);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    if (strlen(out) != o) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
 /* 0, or the status to refuse with. A Basic-auth session only lives for the check. */
 static unsigned authenticate(xapid *x, struct MHD_Connection *c, bool local)
 {
     if (local)
         return 0;
-    const char *sid = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "session_id");
-    if (!sid)
-        sid = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "session_id");
-    AUTOFREE char *temp = NULL;
-    if (!sid) {
-        const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-        if (!a || strncasecmp(a, "Basic ", 6) != 0)
-            return 401;
-        AUTOFREE char *cred = b64decode(a + 6);
-        char *colon = cred ? strchr(cred, ':') : NULL;
-        if (!colon)
-            return 401;
-        *colon = '\0';
-        xerr *e = sessions_login(x, cred, colon + 1, "http", &temp);
-        if (e) {
-            xerr_free(e);
-            return 401;
-        }
-        sid = temp;
-    }
-    api_ctx ctx = {.x = x};
-    xerr *e = sessions_check(x, sid, &ctx);
-    unsigned st = 401;
-    if (!e) {
-        int need = api_role_rank("vm-operator");
-        st = ctx.superuser || need < 0 || ctx.role >= need ? 0 : 403;
-    }
-    xerr_free(e);
-    free(ctx.session);
-    free(ctx.user);
+    char *temp = NULL;
+    unsigned st = http_authenticate(x, c, "vm-operator", &temp);
     if (temp) {
-        xerr *le = sessions_logout(x, temp);
-        xerr_free(le);
+        xerr_free(sessions_logout(x, temp));
+        free(temp);
     }
     return st;
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Freeing a large result tree (get_all_records of thousands of objects) costs as much as
  * building it; a background thread does it so the response goes out first. */
@@ -100,6 +101,74 @@ static void free_later(xv *v)
     reaper.items[reaper.n++] = v;
     pthread_cond_signal(&reaper.cond);
     pthread_mutex_unlock(&reaper.lock);
+}
+
+/* ---- authentication of plain HTTP requests (VDI import/export, console) ----------------- */
+
+/* Decodes base64 (caller frees, NUL-terminated) or NULL. */
+static char *b64decode(const char *s)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(s);
+    char *out = xmalloc(n + 1);
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        const char *p = s[i] ? strchr(tab, s[i]) : NULL;
+        if (!p) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (unsigned)(p - tab);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)((acc >> bits) & 0xff);
+        }
+    }
+    out[o] = '\0';
+    if (strlen(out) != o) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+unsigned http_authenticate(xapid *x, struct MHD_Connection *c, const char *min_role,
+                           char **ret_temp)
+{
+    *ret_temp = NULL;
+    const char *sid = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "session_id");
+    if (!sid)
+        sid = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "session_id");
+    if (!sid) {
+        const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        if (!a || strncasecmp(a, "Basic ", 6) != 0)
+            return 401;
+        AUTOFREE char *cred = b64decode(a + 6);
+        char *colon = cred ? strchr(cred, ':') : NULL;
+        if (!colon)
+            return 401;
+        *colon = '\0';
+        xerr *e = sessions_login(x, cred, colon + 1, "http", ret_temp);
+        if (e) {
+            xerr_free(e);
+            return 401;
+        }
+        sid = *ret_temp;
+    }
+    api_ctx ctx = {.x = x};
+    xerr *e = sessions_check(x, sid, &ctx);
+    unsigned st = 401;
+    if (!e) {
+        int need = api_role_rank(min_role);
+        st = ctx.superuser || need < 0 || ctx.role >= need ? 0 : 403;
+    }
+    xerr_free(e);
+    free(ctx.session);
+    free(ctx.user);
+    return st;
 }
 
 struct http_server {

@@ -9,6 +9,7 @@
  * are synchronised with the disk, as SM's scan does. */
 #define _GNU_SOURCE
 #include "xapid.h"
+#include "xrec.h"
 
 #include "log.h"
 #include "mem.h"
@@ -26,42 +27,6 @@
 #define NULLREF "OpaqueRef:NULL"
 
 /* ---- store helpers ------------------------------------------------------------------------ */
-
-static int fidx(const api_class *c, const char *name)
-{
-    for (size_t i = 0; i < c->nfields; i++)
-        if (!strcmp(c->fields[i].name, name))
-            return (int)i;
-    return -1;
-}
-
-/* Sets field name; takes v. */
-static xerr *set_f(store_txn *t, const api_class *c, const char *ref, const char *name, xv *v)
-{
-    int i = fidx(c, name);
-    xerr *e =
-        i < 0 ? xerr_internal("no field %s.%s", c->name, name) : st_set_field(t, c, ref, i, v);
-    xv_free(v);
-    return e;
-}
-
-static const char *rec_str(const xv *rec, const char *key)
-{
-    const char *s = rec ? xv_struct_get_str(rec, key) : NULL;
-    return s ? s : "";
-}
-
-static bool rec_bool(const xv *rec, const char *key)
-{
-    const xv *v = xv_struct_get(rec, key);
-    return v && v->kind == XV_BOOL && v->u.b;
-}
-
-static int64_t rec_int(const xv *rec, const char *key)
-{
-    const xv *v = xv_struct_get(rec, key);
-    return v && v->kind == XV_INT ? v->u.i : 0;
-}
 
 static bool is_null_ref(const char *r)
 {
@@ -268,7 +233,7 @@ static xerr *host_pbd(xapid *x, const char *sr_ref, char **ret_ref, xv **ret_rec
     if (ret_n)
         *ret_n = pbds->u.st.n;
     for (size_t i = 0; i < pbds->u.st.n; i++)
-        if (!strcmp(rec_str(pbds->u.st.vals[i], "host"), x->host_ref)) {
+        if (!strcmp(xrec_str(pbds->u.st.vals[i], "host"), x->host_ref)) {
             if (ret_ref)
                 *ret_ref = xstrdup(pbds->u.st.keys[i]);
             if (ret_rec)
@@ -298,15 +263,15 @@ static xerr *dc_dir(const sr_driver *d, const char *sr_uuid, const xv *dc, char 
 
 static xerr *pbd_dir(const sr_driver *d, const xv *srrec, const xv *pbd, char **ret)
 {
-    return dc_dir(d, rec_str(srrec, "uuid"), xv_struct_get(pbd, "device_config"), ret);
+    return dc_dir(d, xrec_str(srrec, "uuid"), xv_struct_get(pbd, "device_config"), ret);
 }
 
 /* Attaches an SR through a PBD record and registers it (no DB change). */
 static xerr *attach_pbd(xapid *x, const char *sr_ref, const xv *srrec, const xv *pbd)
 {
-    const sr_driver *d = sr_driver_lookup(rec_str(srrec, "type"));
+    const sr_driver *d = sr_driver_lookup(xrec_str(srrec, "type"));
     if (!d)
-        return xerr_new("SR_UNKNOWN_DRIVER", rec_str(srrec, "type"));
+        return xerr_new("SR_UNKNOWN_DRIVER", xrec_str(srrec, "type"));
     AUTOFREE char *location = NULL;
     xerr *e = pbd_dir(d, srrec, pbd, &location);
     if (e)
@@ -345,7 +310,7 @@ static xerr *slot_get(xapid *x, const char *sr_ref, struct slot **ret)
             return e;
         if (!pbd)
             return xerr_new("SR_HAS_NO_PBDS", sr_ref);
-        if (!rec_bool(pbd, "currently_attached"))
+        if (!xrec_bool(pbd, "currently_attached"))
             return xerr_new("SR_NOT_ATTACHED", sr_ref);
         /* two threads may race here: the loser's attach fails on the SR's lock; retry the
          * lookup either way */
@@ -409,19 +374,19 @@ static xerr *vdi_update_txn(store_txn *t, const char *ref, const xv *rec,
                             const struct sr_vdi_info *vi)
 {
     const api_class *c = CLS(VDI);
-    xerr *e = set_f(t, c, ref, "virtual_size", xv_new_int((int64_t)vi->virtual_size));
+    xerr *e = xset(t, c, ref, "virtual_size", xv_new_int((int64_t)vi->virtual_size));
     if (!e)
-        e = set_f(t, c, ref, "physical_utilisation", xv_new_int((int64_t)vi->physical_size));
-    if (!e && rec_bool(rec, "managed") == vi->hidden)
-        e = set_f(t, c, ref, "managed", xv_new_bool(!vi->hidden));
-    if (!e && vi->read_only && !rec_bool(rec, "read_only"))
-        e = set_f(t, c, ref, "read_only", xv_new_bool(true));
-    if (!e && rec_bool(rec, "missing"))
-        e = set_f(t, c, ref, "missing", xv_new_bool(false));
+        e = xset(t, c, ref, "physical_utilisation", xv_new_int((int64_t)vi->physical_size));
+    if (!e && xrec_bool(rec, "managed") == vi->hidden)
+        e = xset(t, c, ref, "managed", xv_new_bool(!vi->hidden));
+    if (!e && vi->read_only && !xrec_bool(rec, "read_only"))
+        e = xset(t, c, ref, "read_only", xv_new_bool(true));
+    if (!e && xrec_bool(rec, "missing"))
+        e = xset(t, c, ref, "missing", xv_new_bool(false));
     const xv *sm = xv_struct_get(rec, "sm_config");
     const char *old_parent = sm ? xv_struct_get_str(sm, "vhd-parent") : NULL;
     if (!e && strcmp(old_parent ? old_parent : "", vi->parent_uuid))
-        e = set_f(t, c, ref, "sm_config", sm_config_with_parent(sm, vi->parent_uuid, vi->format));
+        e = xset(t, c, ref, "sm_config", sm_config_with_parent(sm, vi->parent_uuid, vi->format));
     return e;
 }
 
@@ -438,7 +403,7 @@ static xerr *sync_txn(store_txn *t, void *ud)
     if (p->disk) {
         /* records whose file is gone are forgotten; files without a record are introduced */
         for (size_t i = 0; i < vdis->u.st.n; i++) {
-            const char *loc = rec_str(vdis->u.st.vals[i], "location");
+            const char *loc = xrec_str(vdis->u.st.vals[i], "location");
             const struct sr_vdi_info *vi = NULL;
             for (size_t j = 0; j < p->ndisk && !vi; j++)
                 if (!strcmp(p->disk[j].location, loc))
@@ -455,7 +420,7 @@ static xerr *sync_txn(store_txn *t, void *ud)
         for (size_t j = 0; j < p->ndisk; j++) {
             bool known = false;
             for (size_t i = 0; i < vdis->u.st.n && !known; i++)
-                known = !strcmp(rec_str(vdis->u.st.vals[i], "location"), p->disk[j].location);
+                known = !strcmp(xrec_str(vdis->u.st.vals[i], "location"), p->disk[j].location);
             if (known)
                 continue;
             AUTO(xv) *rec = vdi_record_new(p->sr_ref, &p->disk[j], NULL);
@@ -467,16 +432,16 @@ static xerr *sync_txn(store_txn *t, void *ud)
                 alloc += (int64_t)p->disk[j].virtual_size;
     } else {
         for (size_t i = 0; i < vdis->u.st.n; i++)
-            if (rec_bool(vdis->u.st.vals[i], "managed"))
-                alloc += rec_int(vdis->u.st.vals[i], "virtual_size");
+            if (xrec_bool(vdis->u.st.vals[i], "managed"))
+                alloc += xrec_int(vdis->u.st.vals[i], "virtual_size", 0);
     }
     const api_class *c = CLS(SR);
-    e = set_f(t, c, p->sr_ref, "physical_size", xv_new_int((int64_t)p->st.physical_size));
+    e = xset(t, c, p->sr_ref, "physical_size", xv_new_int((int64_t)p->st.physical_size));
     if (!e)
-        e = set_f(t, c, p->sr_ref, "physical_utilisation",
-                  xv_new_int((int64_t)p->st.physical_utilisation));
+        e = xset(t, c, p->sr_ref, "physical_utilisation",
+                 xv_new_int((int64_t)p->st.physical_utilisation));
     if (!e)
-        e = set_f(t, c, p->sr_ref, "virtual_allocation", xv_new_int(alloc));
+        e = xset(t, c, p->sr_ref, "virtual_allocation", xv_new_int(alloc));
     return e;
 }
 
@@ -805,7 +770,7 @@ static xerr *sr_check_unplugged(xapid *x, const char *sr_ref, xv **ret_pbds)
     if ((e = records_where(x, CLS(PBD), "SR", sr_ref, &pbds)))
         return e;
     for (size_t i = 0; i < pbds->u.st.n; i++)
-        if (rec_bool(pbds->u.st.vals[i], "currently_attached"))
+        if (xrec_bool(pbds->u.st.vals[i], "currently_attached"))
             return xerr_new("SR_HAS_PBD", sr_ref);
     *ret_pbds = TAKE_PTR(pbds);
     return NULL;
@@ -835,8 +800,8 @@ static xerr *sr_forget_txn(store_txn *t, void *ud)
     const char *fields[] = {"default_SR", "suspend_image_SR", "crash_dump_SR"};
     for (size_t i = 0; !e && i < pools->u.st.n; i++)
         for (size_t f = 0; !e && f < ARRAY_SIZE(fields); f++)
-            if (!strcmp(rec_str(pools->u.st.vals[i], fields[f]), p->sr_ref))
-                e = set_f(t, CLS(pool), pools->u.st.keys[i], fields[f], xv_new_string(NULLREF));
+            if (!strcmp(xrec_str(pools->u.st.vals[i], fields[f]), p->sr_ref))
+                e = xset(t, CLS(pool), pools->u.st.keys[i], fields[f], xv_new_string(NULLREF));
     if (!e)
         e = st_destroy(t, CLS(SR), p->sr_ref);
     return e;
@@ -860,12 +825,12 @@ xerr *api_SR_destroy(api_ctx *ctx, const char *p_sr)
         e = get_record(ctx->x, CLS(SR), p_sr, &srrec);
     if (e)
         return e;
-    const sr_driver *d = sr_driver_lookup(rec_str(srrec, "type"));
+    const sr_driver *d = sr_driver_lookup(xrec_str(srrec, "type"));
     if (!d)
-        return xerr_new("SR_UNKNOWN_DRIVER", rec_str(srrec, "type"));
+        return xerr_new("SR_UNKNOWN_DRIVER", xrec_str(srrec, "type"));
     const xv *pbd = NULL;
     for (size_t i = 0; i < pbds->u.st.n && !pbd; i++)
-        if (!strcmp(rec_str(pbds->u.st.vals[i], "host"), ctx->x->host_ref))
+        if (!strcmp(xrec_str(pbds->u.st.vals[i], "host"), ctx->x->host_ref))
             pbd = pbds->u.st.vals[i];
     if (!pbd)
         return xerr_new("SR_HAS_NO_PBDS", p_sr);
@@ -916,7 +881,7 @@ struct intro_p {
 static xerr *intro_txn(store_txn *t, void *ud)
 {
     struct intro_p *p = ud;
-    const char *uuid = rec_str(p->rec, "uuid");
+    const char *uuid = xrec_str(p->rec, "uuid");
     AUTO(xv) *arg = xv_new_string(uuid);
     const xv *args[] = {arg};
     AUTO(xv) *dup = NULL;
@@ -926,7 +891,7 @@ static xerr *intro_txn(store_txn *t, void *ud)
     if (xv_array_len(dup) > 0)
         return xerr_new("DB_UNIQUENESS_CONSTRAINT_VIOLATION", p->c->name, "uuid", uuid);
     if (p->c == CLS(VDI)) {
-        const char *sr_ref = rec_str(p->rec, "SR");
+        const char *sr_ref = xrec_str(p->rec, "SR");
         if (!st_exists(t, CLS(SR), sr_ref))
             return xerr_new("HANDLE_INVALID", "SR", sr_ref);
     }
@@ -969,7 +934,7 @@ static xerr *setp_txn(store_txn *t, void *ud)
     struct setp *p = ud;
     xv *v = p->v;
     p->v = NULL;
-    return set_f(t, p->c, p->ref, p->field, v);
+    return xset(t, p->c, p->ref, p->field, v);
 }
 
 static xerr *set_one(api_ctx *ctx, const api_class *c, const char *ref, const char *field, xv *v)
@@ -1046,7 +1011,7 @@ xerr *api_SR_set_shared(api_ctx *ctx, const char *p_sr, bool p_value)
         for (size_t h = 0; h < hosts->u.st.n; h++) {
             bool have = false;
             for (size_t i = 0; i < pbds->u.st.n && !have; i++)
-                have = !strcmp(rec_str(pbds->u.st.vals[i], "host"), hosts->u.st.keys[h]);
+                have = !strcmp(xrec_str(pbds->u.st.vals[i], "host"), hosts->u.st.keys[h]);
             if (!have)
                 return xerr_new("SR_NO_PBDS", p_sr);
         }
@@ -1074,12 +1039,12 @@ xerr *api_PBD_plug(api_ctx *ctx, const char *p_self)
     AUTO(xv) *pbd = NULL, *srrec = NULL;
     xerr *e = get_record(x, CLS(PBD), p_self, &pbd);
     if (!e)
-        e = get_record(x, CLS(SR), rec_str(pbd, "SR"), &srrec);
+        e = get_record(x, CLS(SR), xrec_str(pbd, "SR"), &srrec);
     if (e)
         return e;
-    const char *sr_ref = rec_str(pbd, "SR");
+    const char *sr_ref = xrec_str(pbd, "SR");
     /* each host plugs its own PBDs (a shared SR has one per host) */
-    if (strcmp(rec_str(pbd, "host"), x->host_ref))
+    if (strcmp(xrec_str(pbd, "host"), x->host_ref))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the PBD belongs to another host, which plugs it itself");
     pthread_mutex_lock(&slots_mu);
@@ -1087,7 +1052,7 @@ xerr *api_PBD_plug(api_ctx *ctx, const char *p_self)
     pthread_mutex_unlock(&slots_mu);
     if (!have && (e = attach_pbd(x, sr_ref, srrec, pbd)))
         return e;
-    if (!rec_bool(pbd, "currently_attached") &&
+    if (!xrec_bool(pbd, "currently_attached") &&
         (e = set_one(ctx, CLS(PBD), p_self, "currently_attached", xv_new_bool(true))))
         return e;
     AUTOSLOT *s = NULL;
@@ -1104,13 +1069,13 @@ static xerr *sr_check_idle(xapid *x, const char *sr_ref, struct slot *s, const c
     if (e)
         return e;
     for (size_t i = 0; i < vdis->u.st.n; i++) {
-        if (s && sr_vdi_attached(s->h, rec_str(vdis->u.st.vals[i], "location")))
+        if (s && sr_vdi_attached(s->h, xrec_str(vdis->u.st.vals[i], "location")))
             return xerr_new("VDI_IN_USE", vdis->u.st.keys[i], op);
         AUTO(xv) *vbds = NULL;
         if ((e = records_where(x, CLS(VBD), "VDI", vdis->u.st.keys[i], &vbds)))
             return e;
         for (size_t j = 0; j < vbds->u.st.n; j++)
-            if (rec_bool(vbds->u.st.vals[j], "currently_attached"))
+            if (xrec_bool(vbds->u.st.vals[j], "currently_attached"))
                 return xerr_new("VDI_IN_USE", vdis->u.st.keys[i], op);
     }
     return NULL;
@@ -1123,10 +1088,10 @@ xerr *api_PBD_unplug(api_ctx *ctx, const char *p_self)
     xerr *e = get_record(x, CLS(PBD), p_self, &pbd);
     if (e)
         return e;
-    const char *sr_ref = rec_str(pbd, "SR");
-    if (!rec_bool(pbd, "currently_attached"))
+    const char *sr_ref = xrec_str(pbd, "SR");
+    if (!xrec_bool(pbd, "currently_attached"))
         return NULL;
-    if (strcmp(rec_str(pbd, "host"), x->host_ref))
+    if (strcmp(xrec_str(pbd, "host"), x->host_ref))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the PBD belongs to another host, which unplugs it itself");
     gc_cancel_wait(x, sr_ref);
@@ -1153,7 +1118,7 @@ xerr *api_PBD_destroy(api_ctx *ctx, const char *p_self)
     xerr *e = get_record(ctx->x, CLS(PBD), p_self, &pbd);
     if (e)
         return e;
-    if (rec_bool(pbd, "currently_attached"))
+    if (xrec_bool(pbd, "currently_attached"))
         return xerr_new("OPERATION_NOT_ALLOWED", "PBD is currently attached");
     return store_write(ctx->x->st, pbd_destroy_txn, (void *)p_self);
 }
@@ -1165,10 +1130,10 @@ xerr *api_PBD_destroy(api_ctx *ctx, const char *p_self)
  * the SR's other chains too (a merge starting in between is still waited for under it). */
 static void vdi_wait_chain(xapid *x, const xv *rec)
 {
-    struct slot *u = slot_use(x, rec_str(rec, "SR"));
+    struct slot *u = slot_use(x, xrec_str(rec, "SR"));
     if (!u)
         return;
-    sr_vdi_wait_chain(u->h, rec_str(rec, "location"));
+    sr_vdi_wait_chain(u->h, xrec_str(rec, "location"));
     slot_unuse(u);
 }
 
@@ -1180,7 +1145,7 @@ static xerr *vdi_open(xapid *x, const char *vdi, xv **ret_rec, struct slot **ret
     if (e)
         return e;
     vdi_wait_chain(x, rec);
-    if ((e = slot_get(x, rec_str(rec, "SR"), ret_slot)))
+    if ((e = slot_get(x, xrec_str(rec, "SR"), ret_slot)))
         return e;
     *ret_rec = TAKE_PTR(rec);
     return NULL;
@@ -1247,7 +1212,7 @@ static xerr *vdi_check_unattached(xapid *x, const char *vdi, const char *op)
     if (e)
         return e;
     for (size_t j = 0; j < vbds->u.st.n; j++)
-        if (rec_bool(vbds->u.st.vals[j], "currently_attached"))
+        if (xrec_bool(vbds->u.st.vals[j], "currently_attached"))
             return xerr_new("VDI_IN_USE", vdi, op);
     return NULL;
 }
@@ -1260,12 +1225,12 @@ xerr *api_VDI_destroy(api_ctx *ctx, const char *p_self)
     xerr *e = vdi_open(x, p_self, &rec, &s);
     if (e)
         return e;
-    if (!rec_bool(rec, "managed"))
+    if (!xrec_bool(rec, "managed"))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the VDI is a hidden base copy of a snapshot tree");
     if ((e = vdi_check_unattached(x, p_self, "destroy")))
         return e;
-    int r = sr_vdi_delete(s->h, rec_str(rec, "location"));
+    int r = sr_vdi_delete(s->h, xrec_str(rec, "location"));
     if (r < 0 && r != -ENOENT)
         return sr_xerr(r, "destroy", s->sr_ref, p_self);
     if ((e = store_write(x->st, vdi_forget_txn, (void *)p_self)))
@@ -1311,12 +1276,12 @@ xerr *api_VDI_resize(api_ctx *ctx, const char *p_vdi, int64_t p_size)
         snprintf(buf, sizeof(buf), "%lld", (long long)p_size);
         return xerr_new("INVALID_VALUE", "size", buf);
     }
-    if (!rec_bool(rec, "managed"))
+    if (!xrec_bool(rec, "managed"))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the VDI is a hidden base copy of a snapshot tree");
     if ((e = vdi_check_unattached(x, p_vdi, "resize")))
         return e;
-    const char *loc = rec_str(rec, "location");
+    const char *loc = xrec_str(rec, "location");
     int r = sr_vdi_resize(s->h, loc, rounded);
     if (r < 0)
         return sr_xerr(r, "VDI.resize", s->sr_ref, p_vdi);
@@ -1337,7 +1302,7 @@ xerr *api_VDI_update(api_ctx *ctx, const char *p_vdi)
     if (e)
         return e;
     struct vdi_upd_p p = {.ref = p_vdi, .rec = rec};
-    int r = sr_vdi_info(s->h, rec_str(rec, "location"), &p.vi);
+    int r = sr_vdi_info(s->h, xrec_str(rec, "location"), &p.vi);
     if (r < 0)
         return sr_xerr(r, "VDI.update", s->sr_ref, p_vdi);
     return store_write(x->st, vdi_upd_txn, &p);
@@ -1353,7 +1318,7 @@ static xv *vdi_derived_record(const char *sr_ref, const xv *src, const char *src
     xv_struct_set(rec, "snapshot_of", xv_new_string(snapshot ? src_ref : NULLREF));
     if (snapshot)
         xv_struct_set(rec, "snapshot_time", xv_new_datetime_epoch(now_epoch()));
-    xv_struct_set(rec, "read_only", xv_new_bool(!copy && rec_bool(src, "read_only")));
+    xv_struct_set(rec, "read_only", xv_new_bool(!copy && xrec_bool(src, "read_only")));
     return rec;
 }
 
@@ -1366,11 +1331,11 @@ static xerr *vdi_tree_copy(api_ctx *ctx, const char *p_vdi, bool snapshot, xv **
     xerr *e = vdi_open(x, p_vdi, &rec, &s);
     if (e)
         return e;
-    if (!rec_bool(rec, "managed"))
+    if (!xrec_bool(rec, "managed"))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the VDI is a hidden base copy of a snapshot tree");
     struct sr_vdi_info nv, base;
-    int r = sr_vdi_snapshot(s->h, rec_str(rec, "location"), &nv, &base);
+    int r = sr_vdi_snapshot(s->h, xrec_str(rec, "location"), &nv, &base);
     if (r < 0)
         return sr_xerr(r, op, s->sr_ref, p_vdi);
     AUTO(xv) *nrec = vdi_derived_record(s->sr_ref, rec, p_vdi, &nv, snapshot, false);
@@ -1459,11 +1424,11 @@ static xerr *vdi_copy_into(xapid *x, const char *p_vdi, const xv *rec, const cha
         e = get_record(x, CLS(VDI), p_base, &base);
     if (e)
         return e;
-    if (rec_bool(into, "read_only") || !rec_bool(into, "managed"))
+    if (xrec_bool(into, "read_only") || !xrec_bool(into, "managed"))
         return xerr_new("VDI_READONLY", p_into);
-    if (rec_int(into, "virtual_size") < rec_int(rec, "virtual_size")) {
+    if (xrec_int(into, "virtual_size", 0) < xrec_int(rec, "virtual_size", 0)) {
         char buf[24];
-        snprintf(buf, sizeof(buf), "%lld", (long long)rec_int(rec, "virtual_size"));
+        snprintf(buf, sizeof(buf), "%lld", (long long)xrec_int(rec, "virtual_size", 0));
         return xerr_new("VDI_TOO_SMALL", p_into, buf);
     }
     if ((e = vdi_check_unattached(x, p_into, "copy")))
@@ -1472,17 +1437,17 @@ static xerr *vdi_copy_into(xapid *x, const char *p_vdi, const xv *rec, const cha
     vdi_wait_chain(x, into);
     if (base)
         vdi_wait_chain(x, base);
-    const char *refs[3] = {rec_str(rec, "SR"), rec_str(into, "SR"),
-                           base ? rec_str(base, "SR") : rec_str(rec, "SR")};
+    const char *refs[3] = {xrec_str(rec, "SR"), xrec_str(into, "SR"),
+                           base ? xrec_str(base, "SR") : xrec_str(rec, "SR")};
     struct slot *sl[3] = {0};
     if ((e = slots_get_n(x, refs, 3, sl)))
         return e;
-    int r = sr_vdi_copy_into(sl[0]->h, rec_str(rec, "location"), base ? sl[2]->h : NULL,
-                             base ? rec_str(base, "location") : NULL, sl[1]->h,
-                             rec_str(into, "location"));
+    int r = sr_vdi_copy_into(sl[0]->h, xrec_str(rec, "location"), base ? sl[2]->h : NULL,
+                             base ? xrec_str(base, "location") : NULL, sl[1]->h,
+                             xrec_str(into, "location"));
     if (r == -EFBIG) {
         char buf[24];
-        snprintf(buf, sizeof(buf), "%lld", (long long)rec_int(rec, "virtual_size"));
+        snprintf(buf, sizeof(buf), "%lld", (long long)xrec_int(rec, "virtual_size", 0));
         e = xerr_new("VDI_TOO_SMALL", p_into, buf);
     } else if (r == -EBUSY) {
         e = xerr_new("VDI_IN_USE", p_into, "copy");
@@ -1492,7 +1457,7 @@ static xerr *vdi_copy_into(xapid *x, const char *p_vdi, const xv *rec, const cha
         e = sr_xerr(r, "copy", refs[0], p_vdi);
     } else {
         struct vdi_upd_p p = {.ref = p_into, .rec = into};
-        if ((r = sr_vdi_info(sl[1]->h, rec_str(into, "location"), &p.vi)) == 0)
+        if ((r = sr_vdi_info(sl[1]->h, xrec_str(into, "location"), &p.vi)) == 0)
             e = store_write(x->st, vdi_upd_txn, &p);
         if (!e)
             e = sr_sync(x, sl[1], false);
@@ -1515,7 +1480,7 @@ xerr *api_VDI_copy(api_ctx *ctx, const char *p_vdi, const char *p_sr, const char
         return e;
     if (!is_null_ref(p_into_vdi))
         return vdi_copy_into(x, p_vdi, rec, p_base_vdi, p_into_vdi, ret);
-    const char *src_sr = rec_str(rec, "SR");
+    const char *src_sr = xrec_str(rec, "SR");
     const char *dst_sr = is_null_ref(p_sr) ? src_sr : p_sr;
     const char *refs[2] = {src_sr, dst_sr};
     struct slot *sl[2] = {0};
@@ -1523,7 +1488,7 @@ xerr *api_VDI_copy(api_ctx *ctx, const char *p_vdi, const char *p_sr, const char
     if ((e = slots_get_n(x, refs, 2, sl)))
         return e;
     struct sr_vdi_info nv;
-    int r = sr_vdi_copy(sl[0]->h, rec_str(rec, "location"), sl[1]->h, &nv);
+    int r = sr_vdi_copy(sl[0]->h, xrec_str(rec, "location"), sl[1]->h, &nv);
     if (r < 0)
         e = sr_xerr(r, "copy", src_sr, p_vdi);
     else
@@ -1604,7 +1569,7 @@ xerr *api_VDI_set_read_only(api_ctx *ctx, const char *p_self, bool p_value)
     xerr *e = get_record(ctx->x, CLS(VDI), p_self, &rec);
     if (e)
         return e;
-    if (!p_value && !rec_bool(rec, "managed"))
+    if (!p_value && !xrec_bool(rec, "managed"))
         return xerr_new("OPERATION_NOT_ALLOWED",
                         "the VDI is a hidden base copy of a snapshot tree");
     return set_one(ctx, CLS(VDI), p_self, "read_only", xv_new_bool(p_value));
@@ -1620,10 +1585,10 @@ xerr *xapid_storage_vdi_attach(xapid *x, const char *vdi, bool rw, char **ret_pa
     xerr *e = vdi_open(x, vdi, &rec, &s);
     if (e)
         return e;
-    if (rw && rec_bool(rec, "read_only"))
+    if (rw && xrec_bool(rec, "read_only"))
         return xerr_new("VDI_READONLY", vdi);
     struct sr_backend be = {0};
-    int r = sr_vdi_attach(s->h, rec_str(rec, "location"), rw, &be);
+    int r = sr_vdi_attach(s->h, xrec_str(rec, "location"), rw, &be);
     if (r < 0)
         return sr_xerr(r, "attach", s->sr_ref, vdi);
     *ret_path = be.path;
@@ -1639,7 +1604,7 @@ xerr *xapid_storage_vdi_detach(xapid *x, const char *vdi)
     xerr *e = vdi_open(x, vdi, &rec, &s);
     if (e)
         return e;
-    const char *loc = rec_str(rec, "location");
+    const char *loc = xrec_str(rec, "location");
     int r = sr_vdi_detach(s->h, loc);
     if (r < 0 && r != -ENOENT)
         return sr_xerr(r, "detach", s->sr_ref, vdi);
@@ -1656,7 +1621,7 @@ xerr *xapid_storage_vdi_stage(xapid *x, const char *vdi, char **ret_path)
     xerr *e = vdi_open(x, vdi, &rec, &s);
     if (e)
         return e;
-    int r = sr_vdi_stage(s->h, rec_str(rec, "location"), ret_path);
+    int r = sr_vdi_stage(s->h, xrec_str(rec, "location"), ret_path);
     return r < 0 ? sr_xerr(r, "import", s->sr_ref, vdi) : NULL;
 }
 
@@ -1667,7 +1632,7 @@ xerr *xapid_storage_vdi_stage_commit(xapid *x, const char *vdi)
     xerr *e = vdi_open(x, vdi, &rec, &s);
     if (e)
         return e;
-    int r = sr_vdi_stage_commit(s->h, rec_str(rec, "location"));
+    int r = sr_vdi_stage_commit(s->h, xrec_str(rec, "location"));
     if (r < 0)
         return sr_xerr(r, "import", s->sr_ref, vdi);
     /* the old data's base copy and the VDI's new parent: from the disk */
@@ -1683,7 +1648,7 @@ void xapid_storage_vdi_stage_abort(xapid *x, const char *vdi)
         xerr_free(e);
         return;
     }
-    sr_vdi_stage_abort(s->h, rec_str(rec, "location"));
+    sr_vdi_stage_abort(s->h, xrec_str(rec, "location"));
 }
 
 /* ---- start-up and shutdown ---------------------------------------------------------------- */
@@ -1699,7 +1664,7 @@ static xerr *init_read_txn(store_txn *t, void *ud)
     struct init_p *p = ud;
     p->nsr = st_count(t, CLS(SR));
     AUTO(xv) *def = NULL;
-    xerr *e = st_get_field(t, CLS(pool), p->x->pool_ref, fidx(CLS(pool), "default_SR"), &def);
+    xerr *e = st_get_field(t, CLS(pool), p->x->pool_ref, xfield(CLS(pool), "default_SR"), &def);
     if (e)
         return e;
     p->default_ok = st_exists(t, CLS(SR), xv_str(def));
@@ -1716,7 +1681,7 @@ static xerr *set_default_txn(store_txn *t, void *ud)
     struct default_p *p = ud;
     const char *fields[] = {"default_SR", "suspend_image_SR", "crash_dump_SR"};
     for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
-        xerr *e = set_f(t, CLS(pool), p->pool, fields[i], xv_new_string(p->sr_ref));
+        xerr *e = xset(t, CLS(pool), p->pool, fields[i], xv_new_string(p->sr_ref));
         if (e)
             return e;
     }

@@ -278,87 +278,10 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 
 /* ---- auth ----------------------------------------------------------------------------------- */
 
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes base64 (caller frees, NUL-terminated) or NULL. */
-static char *b64decode(const char *s)
-{
-    size_t n = strlen(s);
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '=')
-            break;
-        int d = b64val(s[i]);
-        if (d < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)d;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    if (strlen(out) != o) { /* embedded NUL */
-        free(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* 0, or the HTTP status to refuse with. */
+/* 0, or the HTTP status to refuse with; a Basic-auth session lives until the request ends. */
 static unsigned authenticate(struct vdi_http *v, struct MHD_Connection *c)
 {
-    const char *sid = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "session_id");
-    if (!sid)
-        sid = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "session_id");
-    AUTOFREE char *ref = NULL;
-    if (!sid) {
-        const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-        if (!a || strncasecmp(a, "Basic ", 6) != 0)
-            return 401;
-        AUTOFREE char *cred = b64decode(a + 6);
-        char *colon = cred ? strchr(cred, ':') : NULL;
-        if (!colon)
-            return 401;
-        *colon = '\0';
-        xerr *e = sessions_login(v->x, cred, colon + 1, "http", &ref);
-        if (e) {
-            xerr_free(e);
-            return 401;
-        }
-        v->temp_sess = xstrdup(ref);
-        sid = ref;
-    }
-    api_ctx ctx = {.x = v->x};
-    xerr *e = sessions_check(v->x, sid, &ctx);
-    if (e) {
-        xerr_free(e);
-        return 401;
-    }
-    int need = api_role_rank("vm-admin");
-    bool allowed = ctx.superuser || need < 0 || ctx.role >= need;
-    free(ctx.session);
-    free(ctx.user);
-    return allowed ? 0 : 403;
+    return http_authenticate(v->x, c, "vm-admin", &v->temp_sess);
 }
 
 /* ---- VDI lookup ----------------------------------------------------------------------------- */

@@ -298,15 +298,6 @@ static char *resolve_boot_path(xapid *x, const char *p, const char **why)
 
 /* ---- DB helpers --------------------------------------------------------------------------- */
 
-static xerr *set_f(store_txn *t, const api_class *c, const char *ref, const char *name, xv *v)
-{
-    int i = xfield(c, name);
-    xerr *e =
-        i < 0 ? xerr_internal("no field %s.%s", c->name, name) : st_set_field(t, c, ref, i, v);
-    xv_free(v);
-    return e;
-}
-
 static const char *lower_state(const char *ps)
 {
     if (!strcmp(ps, "Halted"))
@@ -384,7 +375,7 @@ static xerr *refresh_allowed(store_txn *t, const char *ref)
         xv_free(ops);
         return NULL;
     }
-    return set_f(t, XCLS(VM), ref, "allowed_operations", ops);
+    return xset(t, XCLS(VM), ref, "allowed_operations", ops);
 }
 
 /* ---- claiming a VM for an operation ------------------------------------------------------- */
@@ -517,7 +508,7 @@ static xerr *claim_txn(store_txn *t, void *ud)
         cur = xv_new_struct();
     }
     xv_struct_set(cur, p->key, xv_new_string(p->op));
-    if ((e = set_f(t, XCLS(VM), p->ref, "current_operations", TAKE_PTR(cur))))
+    if ((e = xset(t, XCLS(VM), p->ref, "current_operations", TAKE_PTR(cur))))
         return e;
     if ((e = refresh_allowed(t, p->ref)))
         return e;
@@ -681,7 +672,7 @@ static xerr *ensure_metrics(store_txn *t, const char *ref, const xv *vm, char **
     AUTO(xv) *rec = xv_new_struct();
     xerr *e = st_create(t, XCLS(VM_metrics), NULL, rec, ret);
     if (!e)
-        e = set_f(t, XCLS(VM), ref, "metrics", xv_new_string(*ret));
+        e = xset(t, XCLS(VM), ref, "metrics", xv_new_string(*ret));
     return e;
 }
 
@@ -693,12 +684,12 @@ static xerr *state_txn(store_txn *t, void *ud)
     if (e)
         return e;
     const api_class *V = XCLS(VM);
-    if ((e = set_f(t, V, p->ref, "power_state", xv_new_string(p->power_state))) ||
-        (e = set_f(t, V, p->ref, "domid", xv_new_int(p->running ? p->domid : -1))) ||
-        (e = set_f(t, V, p->ref, "resident_on",
-                   xv_new_string(p->running || !strcmp(p->power_state, "Suspended")
-                                     ? (p->running ? p->x->host_ref : NULL_REF)
-                                     : NULL_REF))))
+    if ((e = xset(t, V, p->ref, "power_state", xv_new_string(p->power_state))) ||
+        (e = xset(t, V, p->ref, "domid", xv_new_int(p->running ? p->domid : -1))) ||
+        (e = xset(t, V, p->ref, "resident_on",
+                  xv_new_string(p->running || !strcmp(p->power_state, "Suspended")
+                                    ? (p->running ? p->x->host_ref : NULL_REF)
+                                    : NULL_REF))))
         return e;
     AUTOFREE char *metrics = NULL;
     if ((e = ensure_metrics(t, p->ref, vm, &metrics)))
@@ -706,18 +697,18 @@ static xerr *state_txn(store_txn *t, void *ud)
     const api_class *M = XCLS(VM_metrics);
     int64_t now = now_epoch();
     if (p->fresh_boot) {
-        if ((e = set_f(t, M, metrics, "start_time", xv_new_datetime_epoch(now))) ||
-            (e = set_f(t, M, metrics, "VCPUs_number",
-                       xv_new_int(xrec_int(vm, "VCPUs_at_startup", 1)))) ||
-            (e = set_f(t, M, metrics, "memory_actual",
-                       xv_new_int(xrec_int(vm, "memory_dynamic_max", 0)))))
+        if ((e = xset(t, M, metrics, "start_time", xv_new_datetime_epoch(now))) ||
+            (e = xset(t, M, metrics, "VCPUs_number",
+                      xv_new_int(xrec_int(vm, "VCPUs_at_startup", 1)))) ||
+            (e = xset(t, M, metrics, "memory_actual",
+                      xv_new_int(xrec_int(vm, "memory_dynamic_max", 0)))))
             return e;
-        if ((e = set_f(t, V, p->ref, "memory_target",
-                       xv_new_int(xrec_int(vm, "memory_dynamic_max", 0)))))
+        if ((e = xset(t, V, p->ref, "memory_target",
+                      xv_new_int(xrec_int(vm, "memory_dynamic_max", 0)))))
             return e;
     }
-    if (!p->running && ((e = set_f(t, M, metrics, "VCPUs_number", xv_new_int(0))) ||
-                        (e = set_f(t, M, metrics, "memory_actual", xv_new_int(0)))))
+    if (!p->running && ((e = xset(t, M, metrics, "VCPUs_number", xv_new_int(0))) ||
+                        (e = xset(t, M, metrics, "memory_actual", xv_new_int(0)))))
         return e;
     xv *state = xv_new_array();
     if (p->running)
@@ -725,8 +716,8 @@ static xerr *state_txn(store_txn *t, void *ud)
                         xv_new_string(!strcmp(p->power_state, "Paused") ? "paused" : "running"));
     else
         xv_array_append(state, xv_new_string(lower_state(p->power_state)));
-    if ((e = set_f(t, M, metrics, "state", state)) ||
-        (e = set_f(t, M, metrics, "last_updated", xv_new_datetime_epoch(now))))
+    if ((e = xset(t, M, metrics, "state", state)) ||
+        (e = xset(t, M, metrics, "last_updated", xv_new_datetime_epoch(now))))
         return e;
 
     /* devices */
@@ -744,13 +735,13 @@ static xerr *state_txn(store_txn *t, void *ud)
             if (!strcmp(xv_str(xv_array_get(p->vbds_attached, k)), vbds->u.st.keys[i]))
                 att = true;
         if (xrec_bool(vbds->u.st.vals[i], "currently_attached") != att &&
-            (e = set_f(t, XCLS(VBD), vbds->u.st.keys[i], "currently_attached", xv_new_bool(att))))
+            (e = xset(t, XCLS(VBD), vbds->u.st.keys[i], "currently_attached", xv_new_bool(att))))
             return e;
     }
     for (size_t i = 0; i < xv_struct_len(vifs); i++)
         if (xrec_bool(vifs->u.st.vals[i], "currently_attached") != p->running &&
-            (e = set_f(t, XCLS(VIF), vifs->u.st.keys[i], "currently_attached",
-                       xv_new_bool(p->running))))
+            (e = xset(t, XCLS(VIF), vifs->u.st.keys[i], "currently_attached",
+                      xv_new_bool(p->running))))
             return e;
     if (!p->running) {
         for (size_t i = 0; i < xv_array_len(cons); i++)
@@ -761,7 +752,7 @@ static xerr *state_txn(store_txn *t, void *ud)
             if (st_exists(t, XCLS(VM_guest_metrics), gm) &&
                 (e = st_destroy(t, XCLS(VM_guest_metrics), gm)))
                 return e;
-            if ((e = set_f(t, V, p->ref, "guest_metrics", xv_new_string(NULL_REF))))
+            if ((e = xset(t, V, p->ref, "guest_metrics", xv_new_string(NULL_REF))))
                 return e;
         }
     } else if (p->fresh_boot && xv_array_len(cons) == 0) {
@@ -777,7 +768,7 @@ static xerr *state_txn(store_txn *t, void *ud)
         AUTOFREE char *loc = xasprintf("http://%s/console?uuid=%s",
                                        p->x->http_address ? p->x->http_address : p->x->cfg.listen,
                                        xrec_str(crec, "uuid"));
-        if ((e = set_f(t, XCLS(console), cref, "location", xv_new_string(loc))))
+        if ((e = xset(t, XCLS(console), cref, "location", xv_new_string(loc))))
             return e;
     }
     return refresh_allowed(t, p->ref);
@@ -1311,7 +1302,7 @@ static xerr *guest_metrics_txn(store_txn *t, void *ud)
     } else {
         AUTO(xv) *rec = xv_new_struct();
         if ((e = st_create(t, XCLS(VM_guest_metrics), NULL, rec, &gref)) ||
-            (e = set_f(t, XCLS(VM), p->ref, "guest_metrics", xv_new_string(gref))))
+            (e = xset(t, XCLS(VM), p->ref, "guest_metrics", xv_new_string(gref))))
             return e;
     }
     const api_class *G = XCLS(VM_guest_metrics);
@@ -1351,13 +1342,13 @@ static xerr *guest_metrics_txn(store_txn *t, void *ud)
     xv_struct_set(pv, "major", xv_new_string("0"));
     xv_struct_set(pv, "minor", xv_new_string("1"));
     xv_struct_set(pv, "micro", xv_new_string("0"));
-    if ((e = set_f(t, G, gref, "os_version", os)) || (e = set_f(t, G, gref, "networks", nets)) ||
-        (e = set_f(t, G, gref, "memory", memory)) || (e = set_f(t, G, gref, "other", other)) ||
-        (e = set_f(t, G, gref, "PV_drivers_version", pv)) ||
-        (e = set_f(t, G, gref, "PV_drivers_up_to_date", xv_new_bool(true))) ||
-        (e = set_f(t, G, gref, "PV_drivers_detected", xv_new_bool(true))) ||
-        (e = set_f(t, G, gref, "live", xv_new_bool(true))) ||
-        (e = set_f(t, G, gref, "last_updated", xv_new_datetime_epoch(now_epoch()))))
+    if ((e = xset(t, G, gref, "os_version", os)) || (e = xset(t, G, gref, "networks", nets)) ||
+        (e = xset(t, G, gref, "memory", memory)) || (e = xset(t, G, gref, "other", other)) ||
+        (e = xset(t, G, gref, "PV_drivers_version", pv)) ||
+        (e = xset(t, G, gref, "PV_drivers_up_to_date", xv_new_bool(true))) ||
+        (e = xset(t, G, gref, "PV_drivers_detected", xv_new_bool(true))) ||
+        (e = xset(t, G, gref, "live", xv_new_bool(true))) ||
+        (e = xset(t, G, gref, "last_updated", xv_new_datetime_epoch(now_epoch()))))
         return e;
     return NULL;
 }
@@ -1382,10 +1373,10 @@ static xerr *metrics_txn(store_txn *t, void *ud)
     if ((e = st_get_record(t, XCLS(VM_metrics), m, &mr)))
         return e;
     if (p->memory_actual >= 0 && xrec_int(mr, "memory_actual", -1) != p->memory_actual &&
-        (e = set_f(t, XCLS(VM_metrics), m, "memory_actual", xv_new_int(p->memory_actual))))
+        (e = xset(t, XCLS(VM_metrics), m, "memory_actual", xv_new_int(p->memory_actual))))
         return e;
     if (p->vcpus > 0 && xrec_int(mr, "VCPUs_number", -1) != p->vcpus &&
-        (e = set_f(t, XCLS(VM_metrics), m, "VCPUs_number", xv_new_int(p->vcpus))))
+        (e = xset(t, XCLS(VM_metrics), m, "VCPUs_number", xv_new_int(p->vcpus))))
         return e;
     return NULL;
 }
@@ -2032,25 +2023,36 @@ static xerr *mem_txn(store_txn *t, void *ud)
     struct mem_p *p = ud;
     const api_class *V = XCLS(VM);
     xerr *e;
-    if ((e = set_f(t, V, p->ref, "memory_static_min", xv_new_int(p->l.smin))) ||
-        (e = set_f(t, V, p->ref, "memory_static_max", xv_new_int(p->l.smax))) ||
-        (e = set_f(t, V, p->ref, "memory_dynamic_min", xv_new_int(p->l.dmin))) ||
-        (e = set_f(t, V, p->ref, "memory_dynamic_max", xv_new_int(p->l.dmax))))
+    if ((e = xset(t, V, p->ref, "memory_static_min", xv_new_int(p->l.smin))) ||
+        (e = xset(t, V, p->ref, "memory_static_max", xv_new_int(p->l.smax))) ||
+        (e = xset(t, V, p->ref, "memory_dynamic_min", xv_new_int(p->l.dmin))) ||
+        (e = xset(t, V, p->ref, "memory_dynamic_max", xv_new_int(p->l.dmax))))
         return e;
     return NULL;
 }
 
-/* Applies new limits under operation op (which fixes the power states allowed); a running VM
- * gets its balloon target moved to the new dynamic maximum. */
-static xerr *set_limits(api_ctx *ctx, const char *vm, const char *op,
-                        void (*change)(struct limits *, const int64_t *), const int64_t *args)
+enum { L_SMIN = 1, L_SMAX = 2, L_DMIN = 4, L_DMAX = 8, L_MEMORY = 16 };
+
+/* Applies new limits under operation op (which fixes the power states allowed): the fields in
+ * mask take the values in order smin, smax, dmin, dmax; L_MEMORY is VM.set_memory (static max
+ * and the dynamic range all to one value). A running VM's balloon target follows dynamic_max. */
+static xerr *set_limits(api_ctx *ctx, const char *vm, const char *op, unsigned mask,
+                        const int64_t *v)
 {
     AUTOOP o;
     xerr *e = vmop_begin(ctx->x, ctx, vm, op, &o);
     if (e)
         return e;
     struct mem_p p = {.ref = vm, .l = limits_of(o.rec)};
-    change(&p.l, args);
+    int64_t *f[] = {&p.l.smin, &p.l.smax, &p.l.dmin, &p.l.dmax};
+    if (mask & L_MEMORY) {
+        p.l.smax = p.l.dmin = p.l.dmax = v[0];
+        if (p.l.smin > v[0])
+            p.l.smin = v[0];
+    }
+    for (unsigned i = 0, k = 0; i < 4; i++)
+        if (mask & (1u << i))
+            *f[i] = v[k++];
     if ((e = check_limits(&p.l)))
         return e;
     if (!strcmp(xrec_str(o.rec, "power_state"), "Running")) {
@@ -2068,84 +2070,49 @@ static xerr *set_limits(api_ctx *ctx, const char *vm, const char *op,
     return store_write(ctx->x->st, mem_txn, &p);
 }
 
-static void ch_dyn_range(struct limits *l, const int64_t *a)
-{
-    l->dmin = a[0], l->dmax = a[1];
-}
-static void ch_dyn_min(struct limits *l, const int64_t *a)
-{
-    l->dmin = a[0];
-}
-static void ch_dyn_max(struct limits *l, const int64_t *a)
-{
-    l->dmax = a[0];
-}
-static void ch_static_range(struct limits *l, const int64_t *a)
-{
-    l->smin = a[0], l->smax = a[1];
-}
-static void ch_static_min(struct limits *l, const int64_t *a)
-{
-    l->smin = a[0];
-}
-static void ch_static_max(struct limits *l, const int64_t *a)
-{
-    l->smax = a[0];
-}
-static void ch_all(struct limits *l, const int64_t *a)
-{
-    l->smin = a[0], l->smax = a[1], l->dmin = a[2], l->dmax = a[3];
-}
-static void ch_memory(struct limits *l, const int64_t *a)
-{
-    l->smax = l->dmin = l->dmax = a[0];
-    if (l->smin > a[0])
-        l->smin = a[0];
-}
-
 xerr *api_VM_set_memory_dynamic_range(api_ctx *ctx, const char *p_self, int64_t p_min,
                                       int64_t p_max)
 {
-    int64_t a[] = {p_min, p_max};
-    return set_limits(ctx, p_self, "changing_dynamic_range", ch_dyn_range, a);
+    return set_limits(ctx, p_self, "changing_dynamic_range", L_DMIN | L_DMAX,
+                      (int64_t[]){p_min, p_max});
 }
 
 xerr *api_VM_set_memory_dynamic_min(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    return set_limits(ctx, p_self, "changing_dynamic_range", ch_dyn_min, &p_value);
+    return set_limits(ctx, p_self, "changing_dynamic_range", L_DMIN, &p_value);
 }
 
 xerr *api_VM_set_memory_dynamic_max(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    return set_limits(ctx, p_self, "changing_dynamic_range", ch_dyn_max, &p_value);
+    return set_limits(ctx, p_self, "changing_dynamic_range", L_DMAX, &p_value);
 }
 
 xerr *api_VM_set_memory_static_range(api_ctx *ctx, const char *p_self, int64_t p_min, int64_t p_max)
 {
-    int64_t a[] = {p_min, p_max};
-    return set_limits(ctx, p_self, "changing_static_range", ch_static_range, a);
+    return set_limits(ctx, p_self, "changing_static_range", L_SMIN | L_SMAX,
+                      (int64_t[]){p_min, p_max});
 }
 
 xerr *api_VM_set_memory_static_min(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    return set_limits(ctx, p_self, "changing_static_range", ch_static_min, &p_value);
+    return set_limits(ctx, p_self, "changing_static_range", L_SMIN, &p_value);
 }
 
 xerr *api_VM_set_memory_static_max(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    return set_limits(ctx, p_self, "changing_static_range", ch_static_max, &p_value);
+    return set_limits(ctx, p_self, "changing_static_range", L_SMAX, &p_value);
 }
 
 xerr *api_VM_set_memory_limits(api_ctx *ctx, const char *p_self, int64_t p_static_min,
                                int64_t p_static_max, int64_t p_dynamic_min, int64_t p_dynamic_max)
 {
-    int64_t a[] = {p_static_min, p_static_max, p_dynamic_min, p_dynamic_max};
-    return set_limits(ctx, p_self, "changing_memory_limits", ch_all, a);
+    return set_limits(ctx, p_self, "changing_memory_limits", L_SMIN | L_SMAX | L_DMIN | L_DMAX,
+                      (int64_t[]){p_static_min, p_static_max, p_dynamic_min, p_dynamic_max});
 }
 
 xerr *api_VM_set_memory(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    return set_limits(ctx, p_self, "changing_memory_limits", ch_memory, &p_value);
+    return set_limits(ctx, p_self, "changing_memory_limits", L_MEMORY, &p_value);
 }
 
 xerr *api_VM_set_memory_target_live(api_ctx *ctx, const char *p_self, int64_t p_target)
@@ -2174,51 +2141,48 @@ static xerr *set_vcpus_field(api_ctx *ctx, const char *vm, const char *field, in
     return store_set_field(ctx->x->st, XCLS(VM), vm, xfield(XCLS(VM), field), val);
 }
 
-xerr *api_VM_set_VCPUs_max(api_ctx *ctx, const char *p_self, int64_t p_value)
+/* VCPUs_max (halted: at least VCPUs_at_startup, at most 64), VCPUs_at_startup (halted: 1 to
+ * VCPUs_max) and the live count (running: 1 to VCPUs_max, also kept for the next start, as XAPI
+ * does). param names the value in INVALID_VALUE. */
+static xerr *set_vcpus(api_ctx *ctx, const char *vm, const char *op, const char *param, int64_t n)
 {
     AUTOOP o;
-    xerr *e = vmop_begin(ctx->x, ctx, p_self, "changing_VCPUs", &o);
+    xerr *e = vmop_begin(ctx->x, ctx, vm, op, &o);
     if (e)
         return e;
-    char v[32];
-    snprintf(v, sizeof(v), "%lld", (long long)p_value);
-    if (p_value < 1 || p_value > 64 || p_value < xrec_int(o.rec, "VCPUs_at_startup", 1))
-        return xerr_new("INVALID_VALUE", "VCPUs_max", v);
-    return set_vcpus_field(ctx, p_self, "VCPUs_max", p_value);
+    bool is_max = !strcmp(param, "VCPUs_max");
+    int64_t lo = is_max ? xrec_int(o.rec, "VCPUs_at_startup", 1) : 1;
+    int64_t hi = is_max ? 64 : xrec_int(o.rec, "VCPUs_max", 1);
+    if (n < 1 || n < lo || n > hi) {
+        char v[32];
+        snprintf(v, sizeof(v), "%lld", (long long)n);
+        return xerr_new("INVALID_VALUE", param, v);
+    }
+    if (!strcmp(op, "changing_VCPUs_live")) {
+        AUTORUN *r = run_get(vm);
+        if ((e = need_run(vm, r)))
+            return e;
+        xv *a = xv_new_struct();
+        xv_struct_set(a, "count", xv_new_int(n));
+        if ((e = vmmc_call(r->c, "set-vcpus", a, VMM_CALL_TIMEOUT, NULL)))
+            return e;
+    }
+    return set_vcpus_field(ctx, vm, is_max ? "VCPUs_max" : "VCPUs_at_startup", n);
+}
+
+xerr *api_VM_set_VCPUs_max(api_ctx *ctx, const char *p_self, int64_t p_value)
+{
+    return set_vcpus(ctx, p_self, "changing_VCPUs", "VCPUs_max", p_value);
 }
 
 xerr *api_VM_set_VCPUs_at_startup(api_ctx *ctx, const char *p_self, int64_t p_value)
 {
-    AUTOOP o;
-    xerr *e = vmop_begin(ctx->x, ctx, p_self, "changing_VCPUs", &o);
-    if (e)
-        return e;
-    char v[32];
-    snprintf(v, sizeof(v), "%lld", (long long)p_value);
-    if (p_value < 1 || p_value > xrec_int(o.rec, "VCPUs_max", 1))
-        return xerr_new("INVALID_VALUE", "VCPUs_at_startup", v);
-    return set_vcpus_field(ctx, p_self, "VCPUs_at_startup", p_value);
+    return set_vcpus(ctx, p_self, "changing_VCPUs", "VCPUs_at_startup", p_value);
 }
 
 xerr *api_VM_set_VCPUs_number_live(api_ctx *ctx, const char *p_self, int64_t p_nvcpu)
 {
-    AUTOOP o;
-    xerr *e = vmop_begin(ctx->x, ctx, p_self, "changing_VCPUs_live", &o);
-    if (e)
-        return e;
-    char v[32];
-    snprintf(v, sizeof(v), "%lld", (long long)p_nvcpu);
-    if (p_nvcpu < 1 || p_nvcpu > xrec_int(o.rec, "VCPUs_max", 1))
-        return xerr_new("INVALID_VALUE", "nvcpu", v);
-    AUTORUN *r = run_get(p_self);
-    if ((e = need_run(p_self, r)))
-        return e;
-    xv *a = xv_new_struct();
-    xv_struct_set(a, "count", xv_new_int(p_nvcpu));
-    if ((e = vmmc_call(r->c, "set-vcpus", a, VMM_CALL_TIMEOUT, NULL)))
-        return e;
-    /* as XAPI: the new count is also the count at the next start */
-    return set_vcpus_field(ctx, p_self, "VCPUs_at_startup", p_nvcpu);
+    return set_vcpus(ctx, p_self, "changing_VCPUs_live", "nvcpu", p_nvcpu);
 }
 
 xerr *api_VM_set_actions_after_crash(api_ctx *ctx, const char *p_self, const char *p_value)
@@ -2418,9 +2382,9 @@ static xerr *snapmark_txn(store_txn *t, void *ud)
 {
     struct snapmark *p = ud;
     xerr *e;
-    if ((e = set_f(t, XCLS(VM), p->snap, "is_a_snapshot", xv_new_bool(true))) ||
-        (e = set_f(t, XCLS(VM), p->snap, "snapshot_of", xv_new_string(p->of))) ||
-        (e = set_f(t, XCLS(VM), p->snap, "snapshot_time", xv_new_datetime_epoch(now_epoch()))))
+    if ((e = xset(t, XCLS(VM), p->snap, "is_a_snapshot", xv_new_bool(true))) ||
+        (e = xset(t, XCLS(VM), p->snap, "snapshot_of", xv_new_string(p->of))) ||
+        (e = xset(t, XCLS(VM), p->snap, "snapshot_time", xv_new_datetime_epoch(now_epoch()))))
         return e;
     return refresh_allowed(t, p->snap);
 }
@@ -3009,18 +2973,9 @@ int xapid_vm_console_fd(xapid *x, const char *console_ref, char **ret_vm)
     if (!r)
         return -ENOTCONN;
     AUTOFREE char *path = run_path(x, r->uuid, "console");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = vmmc_connect_unix(path);
     if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int err = errno;
-        close(fd);
-        return -err;
-    }
+        return fd;
     if (ret_vm)
         *ret_vm = xstrdup(xrec_str(con, "VM"));
     return fd;
@@ -3119,7 +3074,7 @@ static xerr *templates_txn(store_txn *t, void *ud)
         xv_struct_set(r, "other_config", oc);
         AUTOFREE char *ref = NULL;
         if ((e = st_create(t, XCLS(VM), NULL, r, &ref)) ||
-            (e = set_f(t, XCLS(VM), ref, "is_default_template", xv_new_bool(true))) ||
+            (e = xset(t, XCLS(VM), ref, "is_default_template", xv_new_bool(true))) ||
             (e = refresh_allowed(t, ref)))
             return e;
     }
@@ -3145,9 +3100,9 @@ static xerr *templates_txn(store_txn *t, void *ud)
         xv_struct_set(r, "VCPUs_at_startup", xv_new_int(ncpu));
         AUTOFREE char *ref = NULL;
         if ((e = st_create(t, XCLS(VM), NULL, r, &ref)) ||
-            (e = set_f(t, XCLS(VM), ref, "is_control_domain", xv_new_bool(true))) ||
-            (e = set_f(t, XCLS(VM), ref, "resident_on", xv_new_string(x->host_ref))) ||
-            (e = set_f(t, XCLS(VM), ref, "domid", xv_new_int(0))))
+            (e = xset(t, XCLS(VM), ref, "is_control_domain", xv_new_bool(true))) ||
+            (e = xset(t, XCLS(VM), ref, "resident_on", xv_new_string(x->host_ref))) ||
+            (e = xset(t, XCLS(VM), ref, "domid", xv_new_int(0))))
             return e;
     }
     return NULL;
@@ -3164,7 +3119,7 @@ static xerr *clear_ops_txn(store_txn *t, void *ud)
     for (size_t i = 0; i < xv_struct_len(vms); i++) {
         const xv *cur = xv_struct_get(vms->u.st.vals[i], "current_operations");
         if (cur && cur->kind == XV_STRUCT && xv_struct_len(cur) > 0 &&
-            (e = set_f(t, XCLS(VM), vms->u.st.keys[i], "current_operations", xv_new_struct())))
+            (e = xset(t, XCLS(VM), vms->u.st.keys[i], "current_operations", xv_new_struct())))
             return e;
         if ((e = refresh_allowed(t, vms->u.st.keys[i])))
             return e;

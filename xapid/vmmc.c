@@ -133,7 +133,7 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-static int connect_unix(const char *path)
+int vmmc_connect_unix(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
@@ -192,7 +192,7 @@ xerr *vmmc_connect(const char *path, int pid, double timeout, const vmmc_handler
     double end = now_monotonic() + timeout;
     int fd = -1;
     for (;;) {
-        fd = connect_unix(path);
+        fd = vmmc_connect_unix(path);
         if (fd >= 0)
             break;
         if (fd == -ENAMETOOLONG)

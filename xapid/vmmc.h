@@ -20,6 +20,8 @@ typedef struct vmmc_handlers {
     void *opaque;
 } vmmc_handlers;
 
+/* A connected stream socket to the Unix socket at path (close-on-exec), or -errno. */
+int vmmc_connect_unix(const char *path);
 /* Connects to the control socket at path, waiting up to timeout seconds for it to appear while
  * pid (if > 0) is alive, and reads the greeting (*ret_greeting, optional, caller frees). */
 xerr *vmmc_connect(const char *path, int pid, double timeout, const vmmc_handlers *h, vmmc **ret,

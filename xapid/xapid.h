@@ -130,6 +130,14 @@ void http_stop(struct http_server *h);
 char *http_rpc(xapid *x, const char *path, const char *body, size_t len, bool local,
                size_t *ret_len, const char **ret_ctype, int *ret_status);
 
+/* The caller of a plain HTTP request (VDI import/export, console): session_id= in the query
+ * or a cookie, else a login from Basic credentials (*ret_temp gets that new session, which the
+ * caller logs out when the request ends). 0 when the session has at least min_role, else the
+ * HTTP status to refuse with (401, 403). */
+struct MHD_Connection;
+unsigned http_authenticate(xapid *x, struct MHD_Connection *c, const char *min_role,
+                           char **ret_temp);
+
 /* tls.c */
 int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hostname);
 

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "api_gen.h"
+#include "err.h"
+#include "store.h"
 #include "xv.h"
 
 #include <stdbool.h>
@@ -50,4 +52,14 @@ static inline int xfield(const api_class *c, const char *name)
         if (!strcmp(c->fields[i].name, name))
             return (int)i;
     return -1;
+}
+
+/* Sets field name of ref in a write transaction; takes v. */
+static inline xerr *xset(store_txn *t, const api_class *c, const char *ref, const char *name, xv *v)
+{
+    int i = xfield(c, name);
+    xerr *e =
+        i < 0 ? xerr_internal("no field %s.%s", c->name, name) : st_set_field(t, c, ref, i, v);
+    xv_free(v);
+    return e;
 }
