@@ -82,6 +82,7 @@ static void teardown(xapid *x)
 {
     tasks_stop(x);
     xapid_vm_stop(x);
+    xapid_network_stop(x);
     xapid_storage_stop(x);
     sessions_free(x);
     store_close(x->st);

@@ -23,17 +23,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-/* Hooks for the VM lifecycle and start-up (declared here until xapid.h carries them). */
-xerr *xapid_network_vif_attach(xapid *x, const char *vif, int64_t domid, int *ret_fd);
-xerr *xapid_network_vif_detach(xapid *x, const char *vif, int64_t domid);
-xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
-/* One pass of the background work (VIF/PIF metrics rows and counters, DHCP lease changes);
- * the thread that reconcile starts runs it every few seconds; stop ends that thread (call it
- * before the store is closed). */
-xerr *xapid_network_tick(xapid *x);
-void xapid_network_start(xapid *x);
-void xapid_network_stop(xapid *x);
-
 #define CLS(id) (&api_classes[API_CLASS_##id])
 /* DHCP discovers per attempt, one second apart: the call is bounded by a few seconds. */
 #define DHCP_TRIES 4
@@ -1452,7 +1441,8 @@ xerr *api_Bond_create(api_ctx *ctx, const char *p_network, const xv *p_members, 
                             .props = p_properties,
                             .x = ctx->x};
     xerr *e = store_write(ctx->x->st, bond_create_txn, &p);
-    AUTOFREE char *bond = p.bond, *master = p.master, *primary = p.primary;
+    AUTOFREE char *bond = p.bond, *master = p.master;
+    free(p.primary); /* only the transaction needs it */
     AUTO(xv) *slaves = p.slaves;
     if (e) {
         /* nothing was written: the transaction rolled back */

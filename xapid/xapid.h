@@ -153,6 +153,12 @@ int tls_ensure_cert(const char *cert_path, const char *key_path, const char *hos
 xerr *xapid_network_vif_attach(xapid *x, const char *vif, int64_t domid, int *ret_fd);
 xerr *xapid_network_vif_detach(xapid *x, const char *vif, int64_t domid);
 xerr *xapid_network_reconcile(xapid *x, bool manage_pifs);
+/* One pass of the background work (VIF/PIF metrics rows and counters, DHCP lease changes);
+ * reconcile starts a thread (xapid_network_start) that runs it every few seconds; stop ends
+ * that thread (call it before the store is closed). */
+xerr *xapid_network_tick(xapid *x);
+void xapid_network_start(xapid *x);
+void xapid_network_stop(xapid *x);
 
 /* storage.c: start-up and shutdown of the storage layer. init creates, when the pool has no SR
  * at all (first start), a local file SR "Local storage" under <state_dir>/sr/<uuid> with a

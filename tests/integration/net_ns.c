@@ -666,7 +666,7 @@ static int sc_vxlan(void)
 
 /* A DHCP server (busybox udhcpd) we started, killed at exit by its PID. */
 static pid_t g_dhcpd = -1;
-static char g_dhcp_dir[64];
+static char g_dhcp_dir[64], g_client_dir[96];
 
 static void dhcpd_cleanup(void)
 {
@@ -675,6 +675,8 @@ static void dhcpd_cleanup(void)
         waitpid(g_dhcpd, NULL, 0);
         g_dhcpd = -1;
     }
+    if (*g_client_dir) /* a renewing client left by a failed check */
+        net_dhcp_stop(g_client_dir, "xenbr0");
     if (*g_dhcp_dir) {
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dhcp_dir);
@@ -745,6 +747,25 @@ static int sc_dhcp(void)
     snprintf(want, sizeof(want), "%s/24", lease.ip);
     CHECK(n == 1 && !strcmp(addrs[0], want), "%zu addrs", n);
     net_strv_free(addrs, n);
+
+    /* The renewing client: a detached udhcpc that keeps the lease, found by its pid file and
+     * command line, polled, and stopped for good. */
+    snprintf(g_client_dir, sizeof(g_client_dir), "%s/client", g_dhcp_dir);
+    OK(net_ip_flush(a.ctx, "xenbr0"));
+    struct net_dhcp_lease l2, l3;
+    OK(net_dhcp_start(a.ctx, "xenbr0", g_client_dir, 8, &l2));
+    CHECK(!strcmp(l2.ip, lease.ip) && !strcmp(l2.dns, "10.55.0.53"), "daemon lease %s", l2.ip);
+    CHECK(net_dhcp_running(g_client_dir, "xenbr0"), "the client runs");
+    OK(net_ip_list(a.ctx, "xenbr0", &addrs, &n));
+    CHECK(n == 1 && !strcmp(addrs[0], want), "%zu addrs", n);
+    net_strv_free(addrs, n);
+    RC(net_dhcp_poll(g_client_dir, "xenbr0", &l3), 1);
+    CHECK(!strcmp(l3.ip, l2.ip) && !strcmp(l3.gateway, "10.55.0.1"), "poll %s", l3.ip);
+    RC(net_dhcp_poll(g_client_dir, "eth0", &l3), -ESRCH);
+    OK(net_dhcp_stop(g_client_dir, "xenbr0"));
+    CHECK(!net_dhcp_running(g_client_dir, "xenbr0"), "the client stopped");
+    RC(net_dhcp_poll(g_client_dir, "xenbr0", &l3), -ESRCH);
+    *g_client_dir = '\0';
     dhcpd_cleanup();
 
     /* No server: a bounded failure, nothing configured. */
