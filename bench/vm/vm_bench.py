@@ -267,7 +267,7 @@ def setup_libvirt():
                                     capture_output=True).returncode == 0, 20, step=0.2)
 
 
-def bench_density(xd, n):
+def bench_density(xd, n, ksm=0):
     avail0 = meminfo('MemAvailable')
     t_inst = time.perf_counter()
     uuids = []
@@ -307,10 +307,36 @@ def bench_density(xd, n):
             sharing = int(f.read())
     except OSError:
         sharing = -1
+    if ksm:
+        # KSM on for a while (settings restored after): the shared pages, as the API shows them
+        saved = {}
+        for k, v in (('pages_to_scan', '4000'), ('sleep_millisecs', '20'), ('run', '1')):
+            with open('/sys/kernel/mm/ksm/' + k) as f:
+                saved[k] = f.read().strip()
+            with open('/sys/kernel/mm/ksm/' + k, 'w') as f:
+                f.write(v)
+        try:
+            time.sleep(ksm)
+            avail_ksm = meminfo('MemAvailable')
+            host = xd.call('host.get_all')[0]
+            time.sleep(6)  # xapid samples KSM every 5 s
+            api_sharing = int(xd.call('host.get_other_config', host).get('ksm_pages_sharing',
+                                                                           '-1'))
+            per_vm = [int(xd.call('VM_metrics.get_other_config',
+                                  xd.call('VM.get_metrics', r)).get('pages_shared', '-1'))
+                      for r in refs[:3]]
+        finally:
+            for k in ('run', 'pages_to_scan', 'sleep_millisecs'):
+                with open('/sys/kernel/mm/ksm/' + k, 'w') as f:
+                    f.write(saved[k])
     res = {'vms': n, 'install_s': t0 - t_inst, 'start_all_s': t_started - t0,
            'all_agents_up_s': t_up - t0, 'host_mem_used_mib': (avail0 - avail1) / MIB,
            'vmm_pss_total_mib': total_pss / MIB, 'vmm_pss_per_vm_mib': total_pss / MIB / n,
            'ksm_pages_sharing': sharing}
+    if ksm:
+        res.update({'ksm_seconds': ksm, 'host_mem_used_with_ksm_mib': (avail0 - avail_ksm) / MIB,
+                    'api_host_ksm_pages_sharing': api_sharing,
+                    'api_vm_pages_shared_first3': per_vm})
     for r in refs:
         xd.call('VM.hard_shutdown', r)
     for u in uuids:
@@ -327,6 +353,8 @@ def main():
     ap.add_argument('--libvirt', action='store_true', help='also time virsh start (libvirt+QEMU)')
     ap.add_argument('--install-libvirt', action='store_true',
                     help='apt-get install libvirt-daemon-system and start libvirtd')
+    ap.add_argument('--ksm', type=int, default=0, metavar='S',
+                    help='density: then run KSM for S seconds and read the sharing via the API')
     ap.add_argument('--max-seconds', type=int, default=900)
     a = ap.parse_args()
     if not os.access('/dev/kvm', os.R_OK | os.W_OK):
@@ -364,12 +392,17 @@ def main():
             else:
                 log('libvirt: ' + lv.get('skipped', ''))
         if a.density:
-            out['density'] = bench_density(xd, a.density)
+            out['density'] = bench_density(xd, a.density, a.ksm)
             dn = out['density']
             log('%d VMs: all agents up %.1f s after the first vm-start; host memory used %.0f '
                 'MiB (VMM PSS %.0f MiB, %.2f MiB/VM)' % (
                     dn['vms'], dn['all_agents_up_s'], dn['host_mem_used_mib'],
                     dn['vmm_pss_total_mib'], dn['vmm_pss_per_vm_mib']))
+            if a.ksm:
+                log('with KSM for %d s: host memory used %.0f MiB; API: host ksm_pages_sharing '
+                    '%d, VM_metrics pages_shared %s' % (a.ksm, dn['host_mem_used_with_ksm_mib'],
+                                                         dn['api_host_ksm_pages_sharing'],
+                                                         dn['api_vm_pages_shared_first3']))
     finally:
         if xd:
             xd.stop()
