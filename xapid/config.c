@@ -67,6 +67,8 @@ const config_key config_keys[] = {
      "seconds a guest gets to complete a clean shutdown or reboot"},
     {"vm-memory-overhead", CFG_INT, S(vm_memory_overhead), 0, 1 << 30, "4194304",
      "host memory counted per running VM besides its RAM, bytes"},
+    {"vm-memory-limit", CFG_INT, S(vm_memory_limit), 0, INT64_MAX, "0",
+     "host memory VMs may use in all, bytes (0: what is available when xapid starts)"},
     {"page-sharing", CFG_INT, S(page_sharing), 0, 1, "1",
      "1: offer guest RAM to KSM (same-page merging) when VMs start"},
 };

@@ -956,9 +956,11 @@ static void initial_sync(vmrun *r)
         job_push(JOB_UPDATE, r->ref);
 }
 
-/* Builds the config, attaches disks and NICs, spawns the VMM and connects. On success the
- * runtime entry is in the table and the DB says Running/Paused. restore: a save file. */
-static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const char *restore)
+/* Builds the config, attaches disks and NICs, spawns the VMM and connects (vm_boot has placed
+ * it). On success the runtime entry is in the table and the DB says Running/Paused. restore: a
+ * save file. */
+static xerr *vm_boot_placed(xapid *x, const char *ref, const xv *vm, bool paused,
+                            const char *restore)
 {
     const char *uuid = xrec_str(vm, "uuid");
     int64_t mem = xrec_int(vm, "memory_static_max", 0);
@@ -969,13 +971,6 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
         return xerr_new("VM_TOO_MANY_VCPUS", ref);
     if (mem < 4 * MiB)
         return xerr_new("INVALID_VALUE", "memory_static_max", "too small to boot (minimum 4 MiB)");
-    int64_t need = mem + vm_overhead(x, vm), avail = host_free_memory(x, ref);
-    if (need > avail) {
-        char n[32], a[32];
-        snprintf(n, sizeof(n), "%lld", (long long)need);
-        snprintf(a, sizeof(a), "%lld", (long long)avail);
-        return xerr_new("HOST_NOT_ENOUGH_FREE_MEMORY", n, a);
-    }
     const char *kernel = xrec_str(vm, "PV_kernel");
     if (!*kernel)
         return xerr_new("OPERATION_NOT_ALLOWED",
@@ -1150,6 +1145,35 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
     log_info("VM %s (%s) started: domid %lld, pid %d%s", ref, xrec_str(vm, "name_label"),
              (long long)r->domid, r->pid, restore ? ", restored" : "");
     return NULL;
+}
+
+/* Memory being given to VMs that are starting (not yet Running in the DB), so that concurrent
+ * starts cannot both take the same free memory. */
+static pthread_mutex_t place_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t place_reserved;
+
+static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const char *restore)
+{
+    int64_t need = xrec_int(vm, "memory_static_max", 0) + vm_overhead(x, vm);
+    pthread_mutex_lock(&place_lock);
+    int64_t avail = host_free_memory(x, ref) - place_reserved;
+    if (avail < 0)
+        avail = 0;
+    bool fits = need <= avail;
+    if (fits)
+        place_reserved += need;
+    pthread_mutex_unlock(&place_lock);
+    if (!fits) {
+        char n[32], a[32];
+        snprintf(n, sizeof(n), "%lld", (long long)need);
+        snprintf(a, sizeof(a), "%lld", (long long)avail);
+        return xerr_new("HOST_NOT_ENOUGH_FREE_MEMORY", n, a);
+    }
+    xerr *e = vm_boot_placed(x, ref, vm, paused, restore);
+    pthread_mutex_lock(&place_lock);
+    place_reserved -= need; /* now counted through the DB (Running), or not at all */
+    pthread_mutex_unlock(&place_lock);
+    return e;
 }
 
 /* Stops tracking a VMM that has exited (or is being made to): detaches its devices, records the
@@ -3284,6 +3308,8 @@ xerr *xapid_vm_init(xapid *x)
     if (mkdir_p(cfg->run_dir, 0700) < 0)
         return xerr_internal("cannot create %s: %s", cfg->run_dir, strerror(errno));
     host_available_at_start = meminfo_bytes("MemAvailable:");
+    if (cfg->vm_memory_limit > 0)
+        host_available_at_start = cfg->vm_memory_limit;
     R.x = x;
     R.jobs_tail = &R.jobs;
     R.stop = false;

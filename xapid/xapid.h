@@ -39,6 +39,7 @@ typedef struct xapid_config {
     char *run_dir;         /* per-VM runtime files (control sockets, configs, serial logs) */
     int64_t shutdown_timeout;   /* seconds a clean shutdown/reboot may take */
     int64_t vm_memory_overhead; /* bytes of host memory counted per VM on top of its RAM */
+    int64_t vm_memory_limit;    /* bytes VMs may use in all; 0: MemAvailable at start-up */
     int64_t page_sharing;       /* 1: new VMs' RAM is offered to KSM */
 } xapid_config;
 

@@ -704,6 +704,32 @@ def case_memory(c):
     assert c.power(big) == 'Halted' and c.rec(big)['current_operations'] == {}
 
 
+def case_placement(c):
+    """Concurrent starts cannot share the same free memory: with 100 MiB for VMs
+    (--vm-memory-limit), three 32 MiB VMs (+4 MiB overhead each) started at once: two run, the
+    third gets HOST_NOT_ENOUGH_FREE_MEMORY; once one stops, it starts."""
+    vms = [c.install('p%d' % i) for i in range(3)]
+    tasks = [c.ok('Async.VM.start', v, False, False) for v in vms]
+    end = time.time() + 60
+    while time.time() < end and any(c.ok('task.get_status', t) == 'pending' for t in tasks):
+        time.sleep(0.05)
+    st = [c.ok('task.get_record', t) for t in tasks]
+    ok_ = [r for r in st if r['status'] == 'success']
+    bad = [r for r in st if r['status'] == 'failure']
+    assert len(ok_) == 2 and len(bad) == 1, st
+    assert bad[0]['error_info'][0] == 'HOST_NOT_ENOUGH_FREE_MEMORY', bad[0]
+    assert int(bad[0]['error_info'][1]) == 36 * MiB, bad[0]
+    assert int(bad[0]['error_info'][2]) < 36 * MiB, bad[0]
+    host = c.ok('host.get_all')[0]
+    assert int(c.ok('host.compute_free_memory', host)) == 100 * MiB - 72 * MiB
+    halted = [v for v in vms if c.power(v) == 'Halted']
+    running = [v for v in vms if c.power(v) == 'Running']
+    assert len(halted) == 1 and len(running) == 2
+    c.ok('VM.hard_shutdown', running[0])
+    c.ok('VM.start', halted[0], False, False)
+    assert c.power(halted[0]) == 'Running'
+
+
 def case_clone(c):
     """clone/copy/snapshot/revert of halted VMs with disks; destroy; provision errors."""
     sr = c.ok('pool.get_default_SR', c.ok('pool.get_all')[0])
@@ -766,8 +792,10 @@ def main():
     if sys.argv[1] == 'diskfull':
         in_mount_namespace()
     extra = []
+    if sys.argv[1] == 'placement':
+        extra = ['--vm-memory-limit', str(100 * MiB)]
     if os.environ.get('NUVEM_GUEST_IMAGE_DIR'):
-        extra = ['--guest-image-dir', os.environ['NUVEM_GUEST_IMAGE_DIR']]
+        extra += ['--guest-image-dir', os.environ['NUVEM_GUEST_IMAGE_DIR']]
     c = Ctx(extra)
     try:
         CASES[sys.argv[1]](c)
