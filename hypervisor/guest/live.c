@@ -10,70 +10,8 @@
 void *memset(void *dst, int c, size_t n);
 void *memcpy(void *dst, const void *src, size_t n);
 
-#define REG_MAGIC         0x000
-#define REG_VERSION       0x004
-#define REG_DEVICE_ID     0x008
-#define REG_DEV_FEAT_SEL  0x014
-#define REG_DEV_FEATURES  0x010
-#define REG_DRV_FEATURES  0x020
-#define REG_DRV_FEAT_SEL  0x024
-#define REG_QUEUE_SEL     0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM     0x038
-#define REG_QUEUE_READY   0x044
-#define REG_QUEUE_NOTIFY  0x050
-#define REG_INT_STATUS    0x060
-#define REG_INT_ACK       0x064
-#define REG_STATUS        0x070
-#define REG_DESC_LO       0x080
-#define REG_DESC_HI       0x084
-#define REG_AVAIL_LO      0x090
-#define REG_AVAIL_HI      0x094
-#define REG_USED_LO       0x0a0
-#define REG_USED_HI       0x0a4
-#define REG_CONFIG        0x100
-
-#define ST_ACK         1
-#define ST_DRIVER      2
-#define ST_DRIVER_OK   4
-#define ST_FEATURES_OK 8
-#define ST_FAILED      0x80
-
-#define QSIZE    8
 #define PAGE     4096ull
 #define GSI_BASE 16
-
-#define barrier() __asm__ volatile("" ::: "memory")
-
-struct desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-
-struct ring {
-    struct desc desc[QSIZE];
-    struct {
-        uint16_t flags, idx, ring[QSIZE], used_event;
-    } avail;
-    struct {
-        uint16_t flags, idx;
-        struct {
-            uint32_t id, len;
-        } ring[QSIZE];
-        uint16_t avail_event;
-    } used __attribute__((aligned(4)));
-} __attribute__((aligned(4096)));
-
-static inline uint32_t rd(uintptr_t base, unsigned reg)
-{
-    return *(volatile uint32_t *)(base + reg);
-}
-
-static inline void wr(uintptr_t base, unsigned reg, uint32_t v)
-{
-    *(volatile uint32_t *)(base + reg) = v;
-}
 
 static inline void outb(uint16_t port, uint8_t v)
 {
@@ -94,45 +32,45 @@ static uintptr_t virtio_find(uint32_t id, unsigned *ret_slot)
 {
     for (unsigned slot = 0; slot < VIRTIO_MAX_DEVICES; slot++) {
         uintptr_t base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_STRIDE;
-        if (rd(base, REG_MAGIC) != 0x74726976)
+        if (mmio_rd(base, REG_MAGIC) != 0x74726976)
             break;
-        if (rd(base, REG_VERSION) != 2 || rd(base, REG_DEVICE_ID) != id)
+        if (mmio_rd(base, REG_VERSION) != 2 || mmio_rd(base, REG_DEVICE_ID) != id)
             continue;
         *ret_slot = slot;
-        wr(base, REG_STATUS, 0);
-        wr(base, REG_STATUS, ST_ACK | ST_DRIVER);
-        wr(base, REG_DRV_FEAT_SEL, 0);
-        wr(base, REG_DRV_FEATURES, 0);
-        wr(base, REG_DRV_FEAT_SEL, 1);
-        wr(base, REG_DRV_FEATURES, 1); /* VIRTIO_F_VERSION_1 */
-        wr(base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
-        if (!(rd(base, REG_STATUS) & ST_FEATURES_OK))
+        mmio_wr(base, REG_STATUS, 0);
+        mmio_wr(base, REG_STATUS, ST_ACK | ST_DRIVER);
+        mmio_wr(base, REG_DRV_FEAT_SEL, 0);
+        mmio_wr(base, REG_DRV_FEATURES, 0);
+        mmio_wr(base, REG_DRV_FEAT_SEL, 1);
+        mmio_wr(base, REG_DRV_FEATURES, 1); /* VIRTIO_F_VERSION_1 */
+        mmio_wr(base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+        if (!(mmio_rd(base, REG_STATUS) & ST_FEATURES_OK))
             return 0;
         return base;
     }
     return 0;
 }
 
-static bool queue_setup(uintptr_t base, unsigned qi, struct ring *r)
+static bool queue_setup(uintptr_t base, unsigned qi, struct ring8 *r)
 {
-    wr(base, REG_QUEUE_SEL, qi);
-    if (rd(base, REG_QUEUE_READY) || rd(base, REG_QUEUE_NUM_MAX) < QSIZE)
+    mmio_wr(base, REG_QUEUE_SEL, qi);
+    if (mmio_rd(base, REG_QUEUE_READY) || mmio_rd(base, REG_QUEUE_NUM_MAX) < QSIZE)
         return false;
     memset(r, 0, sizeof(*r));
-    wr(base, REG_QUEUE_NUM, QSIZE);
+    mmio_wr(base, REG_QUEUE_NUM, QSIZE);
     uint64_t d = (uintptr_t)&r->desc, a = (uintptr_t)&r->avail, u = (uintptr_t)&r->used;
-    wr(base, REG_DESC_LO, (uint32_t)d);
-    wr(base, REG_DESC_HI, (uint32_t)(d >> 32));
-    wr(base, REG_AVAIL_LO, (uint32_t)a);
-    wr(base, REG_AVAIL_HI, (uint32_t)(a >> 32));
-    wr(base, REG_USED_LO, (uint32_t)u);
-    wr(base, REG_USED_HI, (uint32_t)(u >> 32));
-    wr(base, REG_QUEUE_READY, 1);
-    return rd(base, REG_QUEUE_READY) == 1;
+    mmio_wr(base, REG_DESC_LO, (uint32_t)d);
+    mmio_wr(base, REG_DESC_HI, (uint32_t)(d >> 32));
+    mmio_wr(base, REG_AVAIL_LO, (uint32_t)a);
+    mmio_wr(base, REG_AVAIL_HI, (uint32_t)(a >> 32));
+    mmio_wr(base, REG_USED_LO, (uint32_t)u);
+    mmio_wr(base, REG_USED_HI, (uint32_t)(u >> 32));
+    mmio_wr(base, REG_QUEUE_READY, 1);
+    return mmio_rd(base, REG_QUEUE_READY) == 1;
 }
 
 /* One buffer on queue qi, then a bounded wait for the device to return it. */
-static bool submit_one(uintptr_t base, unsigned qi, struct ring *r, uint16_t *seen, void *buf,
+static bool submit_one(uintptr_t base, unsigned qi, struct ring8 *r, uint16_t *seen, void *buf,
                        uint32_t len, bool dev_writes)
 {
     r->desc[0] = (struct desc){(uintptr_t)buf, len, (uint16_t)(dev_writes ? 2 : 0), 0};
@@ -140,7 +78,7 @@ static bool submit_one(uintptr_t base, unsigned qi, struct ring *r, uint16_t *se
     barrier();
     r->avail.idx++;
     barrier();
-    wr(base, REG_QUEUE_NOTIFY, qi);
+    mmio_wr(base, REG_QUEUE_NOTIFY, qi);
     for (unsigned long spins = 0; *(volatile uint16_t *)&r->used.idx == *seen; spins++) {
         if (spins > 2000000)
             return false;
@@ -222,7 +160,7 @@ uint64_t pages_touch(void)
 
 #define BALLOON_BATCH 1024 /* PFNs per request: one 4 KiB buffer */
 
-static struct ring bal_q[2];
+static struct ring8 bal_q[2];
 static uint16_t bal_seen[2];
 static uint32_t bal_pfns[BALLOON_BATCH] __attribute__((aligned(4096)));
 static uintptr_t bal_base;
@@ -238,13 +176,13 @@ static void balloon_init(void)
         return;
     if (!queue_setup(bal_base, 0, &bal_q[0]) || !queue_setup(bal_base, 1, &bal_q[1])) {
         bal_error = "queue setup refused";
-        wr(bal_base, REG_STATUS, ST_FAILED);
+        mmio_wr(bal_base, REG_STATUS, ST_FAILED);
         return;
     }
     bal_seen[0] = bal_seen[1] = 0;
     bal_held = 0;
     route_level(GSI_BASE + bal_slot, VEC_VIRTIO);
-    wr(bal_base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+    mmio_wr(bal_base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
     bal_pending = true; /* a target may be set already (it survives reboots) */
 }
 
@@ -254,7 +192,7 @@ static bool balloon_adjust(void)
 {
     if (!bal_base || bal_error)
         return false;
-    uint64_t target = rd(bal_base, REG_CONFIG);
+    uint64_t target = mmio_rd(bal_base, REG_CONFIG);
     if (target > total_pages)
         target = total_pages;
     uint64_t before = bal_held;
@@ -289,7 +227,7 @@ static bool balloon_adjust(void)
             bal_held -= n;
         }
     }
-    wr(bal_base, REG_CONFIG + 4, (uint32_t)bal_held);
+    mmio_wr(bal_base, REG_CONFIG + 4, (uint32_t)bal_held);
     return bal_held != before;
 }
 
@@ -298,7 +236,7 @@ void balloon_get_info(struct balloon_info *ret)
     ret->present = bal_base != 0;
     ret->error = bal_error;
     ret->held = bal_held;
-    ret->target = bal_base ? rd(bal_base, REG_CONFIG) : 0;
+    ret->target = bal_base ? mmio_rd(bal_base, REG_CONFIG) : 0;
 }
 
 /* ---- the agent on virtio-console ---- */
@@ -308,7 +246,7 @@ void balloon_get_info(struct balloon_info *ret)
 #define AG_LINE   1400
 #define AG_TXLEN  4096
 
-static struct ring ag_rx, ag_tx;
+static struct ring8 ag_rx, ag_tx;
 static uint16_t ag_rx_seen, ag_tx_seen;
 static uint8_t ag_rxbuf[AG_RXBUFS][AG_RXLEN];
 static char ag_txbuf[AG_TXLEN];
@@ -341,7 +279,7 @@ static void agent_init(void)
     if (!ag_base)
         return;
     if (!queue_setup(ag_base, 0, &ag_rx) || !queue_setup(ag_base, 1, &ag_tx)) {
-        wr(ag_base, REG_STATUS, ST_FAILED);
+        mmio_wr(ag_base, REG_STATUS, ST_FAILED);
         ag_base = 0;
         return;
     }
@@ -351,8 +289,8 @@ static void agent_init(void)
         ag_post_rx(i);
     }
     route_level(GSI_BASE + ag_slot, VEC_VIRTIO);
-    wr(ag_base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
-    wr(ag_base, REG_QUEUE_NOTIFY, 0);
+    mmio_wr(ag_base, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+    mmio_wr(ag_base, REG_QUEUE_NOTIFY, 0);
 }
 
 static void tx_put(const char *s, unsigned n)
@@ -588,7 +526,7 @@ static void agent_rx(void)
         }
     }
     if (reposted)
-        wr(ag_base, REG_QUEUE_NOTIFY, 0);
+        mmio_wr(ag_base, REG_QUEUE_NOTIFY, 0);
 }
 
 /* ---- glue ---- */
@@ -605,17 +543,17 @@ void live_init(const char *version, const char *cmdline, uint64_t ram_bytes)
 void live_irq(void)
 {
     if (bal_base) {
-        uint32_t isr = rd(bal_base, REG_INT_STATUS);
+        uint32_t isr = mmio_rd(bal_base, REG_INT_STATUS);
         if (isr) {
-            wr(bal_base, REG_INT_ACK, isr);
+            mmio_wr(bal_base, REG_INT_ACK, isr);
             if (isr & 2)
                 bal_pending = true; /* configuration change: a new target */
         }
     }
     if (ag_base) {
-        uint32_t isr = rd(ag_base, REG_INT_STATUS);
+        uint32_t isr = mmio_rd(ag_base, REG_INT_STATUS);
         if (isr) {
-            wr(ag_base, REG_INT_ACK, isr);
+            mmio_wr(ag_base, REG_INT_ACK, isr);
             ag_pending = true;
         }
     }

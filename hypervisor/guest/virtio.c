@@ -8,34 +8,6 @@
 
 void *memset(void *dst, int c, size_t n);
 
-#define REG_MAGIC         0x000
-#define REG_VERSION       0x004
-#define REG_DEVICE_ID     0x008
-#define REG_DEV_FEATURES  0x010
-#define REG_DEV_FEAT_SEL  0x014
-#define REG_DRV_FEATURES  0x020
-#define REG_DRV_FEAT_SEL  0x024
-#define REG_QUEUE_SEL     0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM     0x038
-#define REG_QUEUE_READY   0x044
-#define REG_QUEUE_NOTIFY  0x050
-#define REG_INT_STATUS    0x060
-#define REG_INT_ACK       0x064
-#define REG_STATUS        0x070
-#define REG_DESC_LO       0x080
-#define REG_DESC_HI       0x084
-#define REG_AVAIL_LO      0x090
-#define REG_AVAIL_HI      0x094
-#define REG_USED_LO       0x0a0
-#define REG_USED_HI       0x0a4
-#define REG_CONFIG        0x100
-
-#define ST_ACK         1
-#define ST_DRIVER      2
-#define ST_DRIVER_OK   4
-#define ST_FEATURES_OK 8
-
 #define F_RO           5
 #define F_FLUSH        9
 #define F_DISCARD      13
@@ -43,27 +15,7 @@ void *memset(void *dst, int c, size_t n);
 #define REG_CONFIG_GEN 0x0fc
 #define ISR_CONFIG     2
 
-#define QSIZE 8
-
-struct desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-
-static struct {
-    struct desc desc[QSIZE];
-    struct {
-        uint16_t flags, idx, ring[QSIZE], used_event;
-    } avail;
-    struct {
-        uint16_t flags, idx;
-        struct {
-            uint32_t id, len;
-        } ring[QSIZE];
-        uint16_t avail_event;
-    } used __attribute__((aligned(4)));
-} vq __attribute__((aligned(4096)));
+static struct ring8 vq;
 
 static struct {
     uint32_t type, reserved;
@@ -77,15 +29,13 @@ static volatile bool config_pending; /* a config-change interrupt status was see
 
 static inline uint32_t rd(unsigned reg)
 {
-    return *(volatile uint32_t *)(base + reg);
+    return mmio_rd(base, reg);
 }
 
 static inline void wr(unsigned reg, uint32_t v)
 {
-    *(volatile uint32_t *)(base + reg) = v;
+    mmio_wr(base, reg, v);
 }
-
-#define barrier() __asm__ volatile("" ::: "memory")
 
 static inline uint64_t rdtsc(void)
 {
@@ -281,20 +231,6 @@ int vblk_get_id(char *id)
 
 /* ---- virtio-net: one RX and one TX queue, frames of our own ethertype ---- */
 
-struct ring8 {
-    struct desc desc[QSIZE];
-    struct {
-        uint16_t flags, idx, ring[QSIZE], used_event;
-    } avail;
-    struct {
-        uint16_t flags, idx;
-        struct {
-            uint32_t id, len;
-        } ring[QSIZE];
-        uint16_t avail_event;
-    } used __attribute__((aligned(4)));
-} __attribute__((aligned(4096)));
-
 #define NET_RXBUFS 4
 #define NET_BUFLEN 1536
 #define NET_HDR    12
@@ -308,12 +244,12 @@ static struct vnet_info ninfo;
 
 static inline uint32_t nrd(unsigned reg)
 {
-    return *(volatile uint32_t *)(nbase + reg);
+    return mmio_rd(nbase, reg);
 }
 
 static inline void nwr(unsigned reg, uint32_t v)
 {
-    *(volatile uint32_t *)(nbase + reg) = v;
+    mmio_wr(nbase, reg, v);
 }
 
 static bool net_queue(unsigned qi, struct ring8 *r)

@@ -5,6 +5,70 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* virtio-mmio (version 2) registers and device status bits, as the drivers use them */
+#define REG_MAGIC         0x000
+#define REG_VERSION       0x004
+#define REG_DEVICE_ID     0x008
+#define REG_DEV_FEATURES  0x010
+#define REG_DEV_FEAT_SEL  0x014
+#define REG_DRV_FEATURES  0x020
+#define REG_DRV_FEAT_SEL  0x024
+#define REG_QUEUE_SEL     0x030
+#define REG_QUEUE_NUM_MAX 0x034
+#define REG_QUEUE_NUM     0x038
+#define REG_QUEUE_READY   0x044
+#define REG_QUEUE_NOTIFY  0x050
+#define REG_INT_STATUS    0x060
+#define REG_INT_ACK       0x064
+#define REG_STATUS        0x070
+#define REG_DESC_LO       0x080
+#define REG_DESC_HI       0x084
+#define REG_AVAIL_LO      0x090
+#define REG_AVAIL_HI      0x094
+#define REG_USED_LO       0x0a0
+#define REG_USED_HI       0x0a4
+#define REG_CONFIG        0x100
+#define ST_ACK            1
+#define ST_DRIVER         2
+#define ST_DRIVER_OK      4
+#define ST_FEATURES_OK    8
+#define ST_FAILED         0x80
+
+#define QSIZE 8 /* entries of every queue the guest sets up */
+
+#define barrier() __asm__ volatile("" ::: "memory")
+
+/* A split virtqueue of QSIZE entries laid out in one page. */
+struct desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags, next;
+};
+
+struct ring8 {
+    struct desc desc[QSIZE];
+    struct {
+        uint16_t flags, idx, ring[QSIZE], used_event;
+    } avail;
+    struct {
+        uint16_t flags, idx;
+        struct {
+            uint32_t id, len;
+        } ring[QSIZE];
+        uint16_t avail_event;
+    } used __attribute__((aligned(4)));
+} __attribute__((aligned(4096)));
+
+static inline uint32_t mmio_rd(uintptr_t base, unsigned reg)
+{
+    return *(volatile uint32_t *)(base + reg);
+}
+
+static inline void mmio_wr(uintptr_t base, unsigned reg, uint32_t v)
+{
+    *(volatile uint32_t *)(base + reg) = v;
+}
+
 #define VIRTIO_MMIO_BASE   0xd0000000ul
 #define VIRTIO_MMIO_STRIDE 0x1000
 #define VIRTIO_MAX_DEVICES 8
