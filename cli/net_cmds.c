@@ -18,34 +18,6 @@ static const char *param(xe_ctx *ctx, const char *name)
     return xe_params_get(&ctx->cl->params, name);
 }
 
-/* The ref of the object of `view` whose uuid is the value of `p` (errors printed). */
-static int ref_of(xe_ctx *ctx, const char *view, const char *p, char **ret)
-{
-    return xe_get_by_uuid(ctx, xe_view_lookup(view), param(ctx, p), ret, NULL);
-}
-
-/* Prints the uuid of a new object of class cls. */
-static int print_uuid(xe_ctx *ctx, const char *cls, const char *ref)
-{
-    if (!ref)
-        return xe_fail(ctx, "Server internal error.");
-    AUTOFREE char *m = xasprintf("%s.get_uuid", cls);
-    AUTO(xv) *uuid = NULL;
-    if (xe_call(ctx, m, xe_args1(ref), &uuid))
-        return 1;
-    xe_print_one(ctx, xv_str(uuid) ? xv_str(uuid) : "");
-    return 0;
-}
-
-/* uuid=<x> -> <cls>.<op>(ref) */
-static int uuid_op(xe_ctx *ctx, const char *view, const char *method)
-{
-    AUTOFREE char *ref = NULL;
-    if (ref_of(ctx, view, "uuid", &ref))
-        return 1;
-    return xe_call(ctx, method, xe_args1(ref), NULL);
-}
-
 /* An OCaml Int64.of_string parameter. */
 static int int_param(xe_ctx *ctx, const char *name, long long dflt, long long *ret)
 {
@@ -96,7 +68,7 @@ int xe_cmd_network_create(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "network.create", a, &ref))
         return 1;
-    return print_uuid(ctx, "network", xv_str(ref));
+    return xe_print_new_uuid(ctx, "network", xv_str(ref));
 }
 
 /* ---- PIF ---- */
@@ -105,7 +77,7 @@ int xe_cmd_pif_scan(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *host = NULL;
-    if (ref_of(ctx, "host", "host-uuid", &host))
+    if (xe_ref_of(ctx, "host", "host-uuid", &host))
         return 1;
     return xe_call(ctx, "PIF.scan", xe_args1(host), NULL);
 }
@@ -113,20 +85,20 @@ int xe_cmd_pif_scan(xe_ctx *ctx, const xe_cmd *cmd)
 int xe_cmd_pif_plug(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
-    return uuid_op(ctx, "pif", "PIF.plug");
+    return xe_uuid_op(ctx, "pif", "PIF.plug");
 }
 
 int xe_cmd_pif_unplug(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
-    return uuid_op(ctx, "pif", "PIF.unplug");
+    return xe_uuid_op(ctx, "pif", "PIF.unplug");
 }
 
 int xe_cmd_pif_reconfigure_ip(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *pif = NULL;
-    if (ref_of(ctx, "pif", "uuid", &pif))
+    if (xe_ref_of(ctx, "pif", "uuid", &pif))
         return 1;
     /* XCP's ip_configuration_mode_of_string */
     const char *m = param(ctx, "mode"), *mode = NULL;
@@ -155,7 +127,7 @@ int xe_cmd_vif_create(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *vm = NULL, *net = NULL;
-    if (ref_of(ctx, "vm", "vm-uuid", &vm) || ref_of(ctx, "network", "network-uuid", &net))
+    if (xe_ref_of(ctx, "vm", "vm-uuid", &vm) || xe_ref_of(ctx, "network", "network-uuid", &net))
         return 1;
     const char *mac = param(ctx, "mac");
     AUTO(xv) *rec = xv_new_struct();
@@ -175,13 +147,13 @@ int xe_cmd_vif_create(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "VIF.create", a, &ref))
         return 1;
-    return print_uuid(ctx, "VIF", xv_str(ref));
+    return xe_print_new_uuid(ctx, "VIF", xv_str(ref));
 }
 
 int xe_cmd_vif_plug(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
-    return uuid_op(ctx, "vif", "VIF.plug");
+    return xe_uuid_op(ctx, "vif", "VIF.plug");
 }
 
 int xe_cmd_vif_unplug(xe_ctx *ctx, const xe_cmd *cmd)
@@ -189,7 +161,7 @@ int xe_cmd_vif_unplug(xe_ctx *ctx, const xe_cmd *cmd)
     (void)cmd;
     const char *f = param(ctx, "force");
     bool force = f && (!strcasecmp(f, "true") || !strcasecmp(f, "t") || !strcmp(f, "1"));
-    return uuid_op(ctx, "vif", force ? "VIF.unplug_force" : "VIF.unplug");
+    return xe_uuid_op(ctx, "vif", force ? "VIF.unplug_force" : "VIF.unplug");
 }
 
 /* ---- VLAN ---- */
@@ -200,8 +172,8 @@ int xe_cmd_vlan_create(xe_ctx *ctx, const xe_cmd *cmd)
     (void)cmd;
     AUTOFREE char *net = NULL, *pif = NULL;
     long long tag;
-    if (ref_of(ctx, "network", "network-uuid", &net) || ref_of(ctx, "pif", "pif-uuid", &pif) ||
-        int_param(ctx, "vlan", 0, &tag))
+    if (xe_ref_of(ctx, "network", "network-uuid", &net) ||
+        xe_ref_of(ctx, "pif", "pif-uuid", &pif) || int_param(ctx, "vlan", 0, &tag))
         return 1;
     xv *a = xe_args1(pif);
     xv_array_append(a, xv_new_int(tag));
@@ -210,7 +182,7 @@ int xe_cmd_vlan_create(xe_ctx *ctx, const xe_cmd *cmd)
     if (xe_call(ctx, "VLAN.create", a, &vlan) ||
         xe_call(ctx, "VLAN.get_untagged_PIF", xe_args1(xv_str(vlan)), &untagged))
         return 1;
-    return print_uuid(ctx, "PIF", xv_str(untagged));
+    return xe_print_new_uuid(ctx, "PIF", xv_str(untagged));
 }
 
 /* uuid= names the VLAN PIF, as in XCP. */
@@ -218,7 +190,7 @@ int xe_cmd_vlan_destroy(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *pif = NULL;
-    if (ref_of(ctx, "pif", "uuid", &pif))
+    if (xe_ref_of(ctx, "pif", "uuid", &pif))
         return 1;
     AUTO(xv) *vlan = NULL;
     if (xe_call(ctx, "PIF.get_VLAN_master_of", xe_args1(pif), &vlan))
@@ -232,7 +204,7 @@ int xe_cmd_bond_create(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *net = NULL;
-    if (ref_of(ctx, "network", "network-uuid", &net))
+    if (xe_ref_of(ctx, "network", "network-uuid", &net))
         return 1;
     AUTO(xv) *members = xv_new_array();
     AUTOFREE char *uuids = xstrdup(param(ctx, "pif-uuids"));
@@ -252,20 +224,20 @@ int xe_cmd_bond_create(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *bond = NULL;
     if (xe_call(ctx, "Bond.create", a, &bond))
         return 1;
-    return print_uuid(ctx, "Bond", xv_str(bond));
+    return xe_print_new_uuid(ctx, "Bond", xv_str(bond));
 }
 
 int xe_cmd_bond_destroy(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
-    return uuid_op(ctx, "bond", "Bond.destroy");
+    return xe_uuid_op(ctx, "bond", "Bond.destroy");
 }
 
 int xe_cmd_bond_set_mode(xe_ctx *ctx, const xe_cmd *cmd)
 {
     (void)cmd;
     AUTOFREE char *bond = NULL;
-    if (ref_of(ctx, "bond", "uuid", &bond))
+    if (xe_ref_of(ctx, "bond", "uuid", &bond))
         return 1;
     xv *a = xe_args1(bond);
     xv_array_append(a, xv_new_string(param(ctx, "mode")));

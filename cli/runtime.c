@@ -520,3 +520,32 @@ int xe_bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret)
         return xe_fail(ctx, "Failed to parse parameter '%s': expecting 'true' or 'false'", name);
     return 0;
 }
+
+/* The ref of the object of a view whose uuid is the value of param (errors printed). */
+int xe_ref_of(xe_ctx *ctx, const char *view, const char *param, char **ret_ref)
+{
+    return xe_get_by_uuid(ctx, xe_view_lookup(view), xe_params_get(&ctx->cl->params, param),
+                          ret_ref, NULL);
+}
+
+/* Prints the uuid of a new object of class cls (PList, as XCP). */
+int xe_print_new_uuid(xe_ctx *ctx, const char *cls, const char *ref)
+{
+    if (!ref)
+        return xe_fail(ctx, "Server internal error.");
+    AUTOFREE char *m = xasprintf("%s.get_uuid", cls);
+    AUTO(xv) *uuid = NULL;
+    if (xe_call(ctx, m, xe_args1(ref), &uuid))
+        return 1;
+    xe_print_one(ctx, xv_str(uuid) ? xv_str(uuid) : "");
+    return 0;
+}
+
+/* uuid=<x> -> method(ref) */
+int xe_uuid_op(xe_ctx *ctx, const char *view, const char *method)
+{
+    AUTOFREE char *ref = NULL;
+    if (xe_ref_of(ctx, view, "uuid", &ref))
+        return 1;
+    return xe_call(ctx, method, xe_args1(ref), NULL);
+}

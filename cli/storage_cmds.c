@@ -86,41 +86,12 @@ static xv *set_params(const xe_params *ps, const char *name)
     return a;
 }
 
-/* The ref of the <cls> whose uuid is the value of param (printed errors as XCP's). */
-static int ref_of(xe_ctx *ctx, const char *view, const char *param, char **ret_ref)
-{
-    return xe_get_by_uuid(ctx, xe_view_lookup(view), xe_params_get(&ctx->cl->params, param),
-                          ret_ref, NULL);
-}
-
-/* Prints the uuid of a new object of class cls (PList, as XCP). */
-static int print_uuid(xe_ctx *ctx, const char *cls, const xv *ref)
-{
-    if (!xv_str(ref))
-        return xe_fail(ctx, "Server internal error.");
-    AUTOFREE char *m = xasprintf("%s.get_uuid", cls);
-    AUTO(xv) *uuid = NULL;
-    if (xe_call(ctx, m, xe_args1(xv_str(ref)), &uuid))
-        return 1;
-    xe_print_one(ctx, xv_str(uuid) ? xv_str(uuid) : "");
-    return 0;
-}
-
-/* uuid=<x> -> <cls>.<op>(ref) */
-static int uuid_op(xe_ctx *ctx, const char *view, const char *method)
-{
-    AUTOFREE char *ref = NULL;
-    if (ref_of(ctx, view, "uuid", &ref))
-        return 1;
-    return xe_call(ctx, method, xe_args1(ref), NULL);
-}
-
 /* XCP's parse_host_uuid: host-uuid=, else the master when the pool has one host or the SR
  * is shared. */
 static int host_ref(xe_ctx *ctx, bool default_master, char **ret)
 {
     if (xe_params_get(&ctx->cl->params, "host-uuid"))
-        return ref_of(ctx, "host", "host-uuid", ret);
+        return xe_ref_of(ctx, "host", "host-uuid", ret);
     AUTO(xv) *hosts = NULL;
     if (xe_call(ctx, "host.get_all", NULL, &hosts))
         return 1;
@@ -170,7 +141,7 @@ int xe_cmd_sr_create(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "SR.create", a, &ref))
         return 1;
-    return print_uuid(ctx, "SR", ref);
+    return xe_print_new_uuid(ctx, "SR", xv_str(ref));
 }
 
 /* SR.probe's answer (XML from file-like SRs), printed as it comes. */
@@ -193,22 +164,22 @@ int xe_cmd_sr_probe(xe_ctx *ctx, const xe_cmd *cmd)
 
 int xe_cmd_sr_destroy(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "sr", "SR.destroy");
+    return xe_uuid_op(ctx, "sr", "SR.destroy");
 }
 
 int xe_cmd_sr_forget(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "sr", "SR.forget");
+    return xe_uuid_op(ctx, "sr", "SR.forget");
 }
 
 int xe_cmd_sr_scan(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "sr", "SR.scan");
+    return xe_uuid_op(ctx, "sr", "SR.scan");
 }
 
 int xe_cmd_sr_update(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "sr", "SR.update");
+    return xe_uuid_op(ctx, "sr", "SR.update");
 }
 
 /* ---- VDI ---- */
@@ -217,7 +188,7 @@ int xe_cmd_vdi_create(xe_ctx *ctx, const xe_cmd *cmd)
 {
     const xe_params *ps = &ctx->cl->params;
     AUTOFREE char *sr = NULL;
-    if (ref_of(ctx, "sr", "sr-uuid", &sr))
+    if (xe_ref_of(ctx, "sr", "sr-uuid", &sr))
         return 1;
     long long size;
     if (parse_size(ctx, "virtual-size", &size))
@@ -249,23 +220,23 @@ int xe_cmd_vdi_create(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "VDI.create", a, &ref))
         return 1;
-    return print_uuid(ctx, "VDI", ref);
+    return xe_print_new_uuid(ctx, "VDI", xv_str(ref));
 }
 
 int xe_cmd_vdi_destroy(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "vdi", "VDI.destroy");
+    return xe_uuid_op(ctx, "vdi", "VDI.destroy");
 }
 
 int xe_cmd_vdi_forget(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "vdi", "VDI.forget");
+    return xe_uuid_op(ctx, "vdi", "VDI.forget");
 }
 
 int xe_cmd_vdi_resize(xe_ctx *ctx, const xe_cmd *cmd)
 {
     AUTOFREE char *vdi = NULL;
-    if (ref_of(ctx, "vdi", "uuid", &vdi))
+    if (xe_ref_of(ctx, "vdi", "uuid", &vdi))
         return 1;
     long long size;
     if (parse_size(ctx, "disk-size", &size))
@@ -279,20 +250,20 @@ int xe_cmd_vdi_resize(xe_ctx *ctx, const xe_cmd *cmd)
 int xe_cmd_vdi_snapshot(xe_ctx *ctx, const xe_cmd *cmd)
 {
     AUTOFREE char *vdi = NULL;
-    if (ref_of(ctx, "vdi", "uuid", &vdi))
+    if (xe_ref_of(ctx, "vdi", "uuid", &vdi))
         return 1;
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "VDI.snapshot", xe_args2(vdi, map_params(&ctx->cl->params, "driver-params")),
                 &ref))
         return 1;
-    return print_uuid(ctx, "VDI", ref);
+    return xe_print_new_uuid(ctx, "VDI", xv_str(ref));
 }
 
 int xe_cmd_vdi_clone(xe_ctx *ctx, const xe_cmd *cmd)
 {
     const xe_params *ps = &ctx->cl->params;
     AUTOFREE char *vdi = NULL;
-    if (ref_of(ctx, "vdi", "uuid", &vdi))
+    if (xe_ref_of(ctx, "vdi", "uuid", &vdi))
         return 1;
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "VDI.clone", xe_args2(vdi, map_params(ps, "driver-params")), &ref))
@@ -307,23 +278,24 @@ int xe_cmd_vdi_clone(xe_ctx *ctx, const xe_cmd *cmd)
     if (desc &&
         xe_call(ctx, "VDI.set_name_description", xe_args2(xv_str(ref), xv_new_string(desc)), NULL))
         return 1;
-    return print_uuid(ctx, "VDI", ref);
+    return xe_print_new_uuid(ctx, "VDI", xv_str(ref));
 }
 
 int xe_cmd_vdi_copy(xe_ctx *ctx, const xe_cmd *cmd)
 {
     const xe_params *ps = &ctx->cl->params;
     AUTOFREE char *vdi = NULL, *base = NULL, *sr = NULL, *into = NULL;
-    if (ref_of(ctx, "vdi", "uuid", &vdi))
+    if (xe_ref_of(ctx, "vdi", "uuid", &vdi))
         return 1;
-    if (xe_params_get(ps, "base-vdi-uuid") && ref_of(ctx, "vdi", "base-vdi-uuid", &base))
+    if (xe_params_get(ps, "base-vdi-uuid") && xe_ref_of(ctx, "vdi", "base-vdi-uuid", &base))
         return 1;
     bool has_sr = xe_params_get(ps, "sr-uuid"), has_into = xe_params_get(ps, "into-vdi-uuid");
     if (has_sr == has_into)
         return xe_fail(ctx, "Please specify one but not both of: a destination sr-uuid (I will "
                             "create a fresh VDI); or a destination into-vdi-uuid (I will copy "
                             "the blocks into this VDI)");
-    if (has_sr ? ref_of(ctx, "sr", "sr-uuid", &sr) : ref_of(ctx, "vdi", "into-vdi-uuid", &into))
+    if (has_sr ? xe_ref_of(ctx, "sr", "sr-uuid", &sr)
+               : xe_ref_of(ctx, "vdi", "into-vdi-uuid", &into))
         return 1;
     xv *a = xe_args1(vdi);
     xv_array_append(a, xv_new_string(sr ? sr : NULL_REF));
@@ -332,17 +304,17 @@ int xe_cmd_vdi_copy(xe_ctx *ctx, const xe_cmd *cmd)
     AUTO(xv) *ref = NULL;
     if (xe_call(ctx, "VDI.copy", a, &ref))
         return 1;
-    return print_uuid(ctx, "VDI", ref);
+    return xe_print_new_uuid(ctx, "VDI", xv_str(ref));
 }
 
 /* ---- PBD ---- */
 
 int xe_cmd_pbd_plug(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "pbd", "PBD.plug");
+    return xe_uuid_op(ctx, "pbd", "PBD.plug");
 }
 
 int xe_cmd_pbd_unplug(xe_ctx *ctx, const xe_cmd *cmd)
 {
-    return uuid_op(ctx, "pbd", "PBD.unplug");
+    return xe_uuid_op(ctx, "pbd", "PBD.unplug");
 }

@@ -252,6 +252,11 @@ void xe_print_table(xe_ctx *ctx, xe_row *rows, size_t n);
 void xe_print_list(xe_ctx *ctx, const char *const *items, size_t n);
 void xe_print_one(xe_ctx *ctx, const char *s);
 
+/* Helpers of the custom commands: the ref of a view's object named by a uuid param (errors
+ * printed), printing a new object's uuid, and `uuid=<x> -> method(ref)`. Return 0 or 1. */
+int xe_ref_of(xe_ctx *ctx, const char *view, const char *param, char **ret_ref);
+int xe_print_new_uuid(xe_ctx *ctx, const char *cls, const char *ref);
+int xe_uuid_op(xe_ctx *ctx, const char *view, const char *method);
 /* XCP's get_bool_param: the param as true/t/1 or false/f/0 (any case), dflt when absent;
  * anything else prints XCP's error and returns 1. */
 int xe_bool_param(xe_ctx *ctx, const char *name, bool dflt, bool *ret);
