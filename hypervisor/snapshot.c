@@ -386,6 +386,23 @@ static void save_serial(serial *s, sbuf *out)
     snap_put(out, st->in, st->in_len);
 }
 
+/* The next run [*start, *end) of set bits of a page bitmap of n bits at or after *start; false
+ * when none is left. */
+static bool bitmap_next_run(const uint8_t *bm, uint32_t n, uint32_t *start, uint32_t *end)
+{
+    uint32_t i = *start;
+    while (i < n && !(bm[i / 8] & (1u << (i % 8))))
+        i++;
+    if (i >= n)
+        return false;
+    uint32_t j = i;
+    while (j < n && (bm[j / 8] & (1u << (j % 8))))
+        j++;
+    *start = i;
+    *end = j;
+    return true;
+}
+
 /* Guest RAM, chunk by chunk: bitmap of the non-zero pages, then those pages, written from
  * the guest mapping itself (runs of consecutive pages as one iovec). /proc/self/pagemap
  * tells which pages were never touched: those are skipped without faulting them in. */
@@ -416,19 +433,11 @@ static xerr *save_ram(writer *w, const uint8_t *ram, uint64_t size)
         int n = 2;
         iov[1] = (struct iovec){chunk, 16 + bm};
         uint32_t crc = snap_crc32c(0, chunk, 16 + bm);
-        for (uint32_t i = 0; i < pages;) {
-            if (!(bitmap[i / 8] & (1u << (i % 8)))) {
-                i++;
-                continue;
-            }
-            uint32_t j = i;
-            while (j < pages && (bitmap[j / 8] & (1u << (j % 8))))
-                j++;
+        for (uint32_t i = 0, j; bitmap_next_run(bitmap, pages, &i, &j); i = j) {
             const uint8_t *p = ram + off + (uint64_t)i * SNAP_PAGE;
             size_t len = (size_t)(j - i) * SNAP_PAGE;
             crc = snap_crc32c(crc, p, len);
             iov[n++] = (struct iovec){(void *)p, len};
-            i = j;
         }
         snap_section s = {.type = SNAP_SEC_RAM,
                           .index = (uint32_t)(off / SNAP_PAGE / SNAP_CHUNK_PAGES),
@@ -713,20 +722,12 @@ static xerr *restore_ram_chunk(snapshot_file *f, const snap_section *s, uint8_t 
         return bad("%s", why);
     const uint8_t *bitmap = head + 16;
     uint32_t crc = snap_crc32c(0, head, 16 + bm);
-    for (uint32_t i = 0; i < pages;) {
-        if (!(bitmap[i / 8] & (1u << (i % 8)))) {
-            i++;
-            continue;
-        }
-        uint32_t j = i;
-        while (j < pages && (bitmap[j / 8] & (1u << (j % 8))))
-            j++;
+    for (uint32_t i = 0, j; bitmap_next_run(bitmap, pages, &i, &j); i = j) {
         uint8_t *p = ram + off + (uint64_t)i * SNAP_PAGE;
         size_t len = (size_t)(j - i) * SNAP_PAGE;
         if ((e = read_or_bad(f->fd, p, len)))
             return e;
         crc = snap_crc32c(crc, p, len);
-        i = j;
     }
     if (crc != s->crc)
         return bad("checksum mismatch in guest RAM at %llu MiB", (unsigned long long)(off >> 20));
