@@ -68,6 +68,17 @@ static void relay_register(struct relay *r)
     pthread_mutex_unlock(&relays_lock);
 }
 
+/* Takes a socket out of r for the caller to close: console_http_stop then no longer shuts it
+ * down (its number may belong to another connection once closed). */
+static int relay_take_fd(int *fd)
+{
+    pthread_mutex_lock(&relays_lock);
+    int f = *fd;
+    *fd = -1;
+    pthread_mutex_unlock(&relays_lock);
+    return f;
+}
+
 /* Drops r from the registry and frees it (its sockets are closed by the caller). */
 static void relay_unregister(struct relay *r)
 {
@@ -171,8 +182,9 @@ static void *relay_thread(void *arg)
 {
     struct relay *r = arg;
     relay_run(r);
-    close(r->vm);
+    close(relay_take_fd(&r->vm));
     /* CLOSE hands the socket back to MHD, which closes it */
+    relay_take_fd(&r->client);
     MHD_upgrade_action(r->urh, MHD_UPGRADE_ACTION_CLOSE);
     relay_unregister(r);
     return NULL;
@@ -201,7 +213,8 @@ static void on_upgrade(void *cls, struct MHD_Connection *c, void *req_cls, const
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &a, relay_thread, r) != 0) {
         log_warn("console: cannot start a relay thread");
-        close(r->vm);
+        close(relay_take_fd(&r->vm));
+        relay_take_fd(&r->client);
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         relay_unregister(r);
     }
@@ -404,7 +417,8 @@ int console_http_handle(xapid *x, struct MHD_Connection *c, const char *method, 
                   version && !strcmp(version, "HTTP/1.0") ? "HTTP/1.0" : "HTTP/1.1");
     if (write_all(r->client, head, strlen(head)))
         relay_run(r);
-    close(vfd);
+    close(relay_take_fd(&r->vm));
+    relay_take_fd(&r->client); /* MHD closes it */
     relay_unregister(r);
     /* MHD_NO: MHD closes the connection without writing anything more on it */
     return MHD_NO;

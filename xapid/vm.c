@@ -66,12 +66,15 @@ typedef struct vmrun {
     char last_event[16]; /* shutdown, reboot, crash */
     char last_reason[64];
     bool exited;
+    bool halting;   /* a hard shutdown is under way: nothing may boot the VM again */
     xv *guest_data; /* the agent's keys, latest */
     int64_t balloon_actual;
     int64_t vcpus_online;
     bool metrics_dirty, guest_dirty;
     struct attached_vdi *vdis;
     size_t nvdis;
+    pthread_mutex_t teardown_lock; /* one vm_teardown per entry (operations may overlap) */
+    bool torn;
     struct vmrun *next;
 } vmrun;
 
@@ -105,6 +108,7 @@ static void run_free(vmrun *r)
     free(r->vdis);
     xv_free(r->guest_data);
     pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->teardown_lock);
     free(r->ref);
     free(r->uuid);
     free(r);
@@ -329,7 +333,7 @@ static xv *compute_allowed(const xv *vm)
             xv_array_append(ops, xv_new_string(name));                                             \
     } while (0)
     if (busy) {
-        ADD(running || paused || suspended, "hard_shutdown");
+        ADD(running || paused, "hard_shutdown");
         return ops;
     }
     bool normal = !tmpl && !snap;
@@ -477,7 +481,10 @@ static xerr *check_op(const char *ref, const xv *vm, const char *op, bool check_
     const xv *cur = xv_struct_get(vm, "current_operations");
     if (check_busy && cur && cur->kind == XV_STRUCT && xv_struct_len(cur) > 0) {
         const char *other = xv_str(cur->u.st.vals[0]);
-        bool ok = !strcmp(op, "hard_shutdown") && strcmp(other, "hard_shutdown") != 0;
+        /* hard_shutdown stops a VMM under another operation; a suspended VM has none, and
+         * the other operation (a resume) would boot it again after the shutdown */
+        bool ok = !strcmp(op, "hard_shutdown") && strcmp(other, "hard_shutdown") != 0 &&
+                  strcmp(ps, "Suspended") != 0;
         if (!ok)
             return xerr_new("OTHER_OPERATION_IN_PROGRESS", "VM", ref, other ? other : "",
                             cur->u.st.keys[0]);
@@ -956,6 +963,40 @@ static void initial_sync(vmrun *r)
         job_push(JOB_UPDATE, r->ref);
 }
 
+static xerr *vmm_kill(vmrun *r);
+
+/* Whether pid is a live nuvem-vmm (not a zombie, not a process that took the pid since). */
+static bool vmm_pid_alive(int pid)
+{
+    char path[64], exe[PATH_MAX], st = 0;
+    snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return false; /* gone, or exiting (its memory released) */
+    exe[n] = '\0';
+    const char *base = strrchr(exe, '/');
+    if (!strstr(base ? base : exe, "nuvem-vmm"))
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    AUTOFREE char *stat = NULL;
+    return read_file(path, &stat, NULL) == 0 && sscanf(stat, "%*d %*s %c", &st) == 1 && st != 'Z';
+}
+
+/* A closed control connection does not prove the VMM exited (it drops a control client that
+ * stops reading; a read error ends the reader): it is made to go, within a few seconds, before
+ * anything else uses the VM's disks. */
+static void vmm_gone(vmrun *r)
+{
+    for (int i = 0; r->pid > 0 && i < 300 && vmm_pid_alive(r->pid); i++) {
+        if (i == 100) {
+            log_warn("VM %s: nuvem-vmm pid %d outlived its control connection; killing it", r->ref,
+                     r->pid);
+            kill(r->pid, SIGKILL);
+        }
+        usleep(10000);
+    }
+}
+
 /* Builds the config, attaches disks and NICs, spawns the VMM and connects (vm_boot has placed
  * it). On success the runtime entry is in the table and the DB says Running/Paused. restore: a
  * save file. */
@@ -995,6 +1036,7 @@ static xerr *vm_boot_placed(xapid *x, const char *ref, const xv *vm, bool paused
         return e;
     vmrun *r = xcalloc(1, sizeof(*r));
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->teardown_lock, NULL);
     r->ref = xstrdup(ref);
     r->uuid = xstrdup(uuid);
     r->domid = alloc_domid();
@@ -1105,6 +1147,7 @@ static xerr *vm_boot_placed(xapid *x, const char *ref, const xv *vm, bool paused
             /* it did not come up: make sure it is gone, report why */
             if (r->pid > 0)
                 kill(r->pid, SIGKILL);
+            vmm_gone(r);
             AUTOFREE char *tail = log_tail(logpath);
             xerr_free(e);
             e = xerr_new("VM_FAILED_START", ref, *tail ? tail : "nuvem-vmm did not start");
@@ -1117,6 +1160,12 @@ static xerr *vm_boot_placed(xapid *x, const char *ref, const xv *vm, bool paused
         return e;
     }
     run_add(r);
+    /* our own reference: a hard_shutdown may take the entry out of the table from here on */
+    pthread_mutex_lock(&R.lock);
+    r->refs++;
+    pthread_mutex_unlock(&R.lock);
+    AUTORUN *held = r;
+    (void)held;
     /* the balloon target within the dynamic range */
     int64_t dmax = xrec_int(vm, "memory_dynamic_max", mem);
     if (dmax < mem) {
@@ -1131,11 +1180,8 @@ static xerr *vm_boot_placed(xapid *x, const char *ref, const xv *vm, bool paused
     }
     e = record_state(x, ref, paused ? "Paused" : "Running", r->domid, attached, true);
     if (e) {
-        /* the DB did not take it: stop the VMM rather than leave it unknown */
-        pthread_mutex_lock(&r->lock);
-        r->expect_exit = true;
-        pthread_mutex_unlock(&r->lock);
-        xerr_free(vmmc_call(r->c, "quit", NULL, 5, NULL));
+        /* the DB did not take it: stop the VMM (gone before its disks are detached) */
+        xerr_free(vmm_kill(r));
         detach_all(x, r, vifs);
         remove_run_files(x, uuid, true);
         run_remove(r);
@@ -1177,18 +1223,40 @@ static xerr *vm_boot(xapid *x, const char *ref, const xv *vm, bool paused, const
 }
 
 /* Stops tracking a VMM that has exited (or is being made to): detaches its devices, records the
- * new power state, removes it from the table. */
+ * new power state, removes it from the table. Overlapping operations (hard_shutdown beside
+ * clean_shutdown, clean_reboot, suspend or the monitor) may both get here: the first does it,
+ * a later call waits for it and does nothing (no VDI is detached twice). */
+static xerr *vm_teardown_once(xapid *x, vmrun *r, const char *new_state);
 static xerr *vm_teardown(xapid *x, vmrun *r, const char *new_state)
+{
+    pthread_mutex_lock(&r->teardown_lock);
+    xerr *e = r->torn ? NULL : vm_teardown_once(x, r, new_state);
+    pthread_mutex_unlock(&r->teardown_lock);
+    return e;
+}
+
+/* Whether a hard shutdown has been asked for the VMM (a reboot must not follow). */
+static bool run_halting(vmrun *r)
+{
+    pthread_mutex_lock(&r->lock);
+    bool h = r->halting;
+    pthread_mutex_unlock(&r->lock);
+    return h;
+}
+
+static xerr *vm_teardown_once(xapid *x, vmrun *r, const char *new_state)
 {
     AUTO(xv) *vbds = NULL, *vifs = NULL;
     xerr *e = vm_devices(x, r->ref, &vbds, &vifs);
     if (e)
         return e;
+    r->torn = true; /* under teardown_lock; from here on it is not repeated */
     /* the VMM must be gone before its disks are detached */
     if (!vmmc_wait_closed(r->c, 5) && r->pid > 0) {
         kill(r->pid, SIGKILL);
         vmmc_wait_closed(r->c, 5);
     }
+    vmm_gone(r);
     detach_all(x, r, vifs);
     remove_run_files(x, r->uuid, true);
     e = record_state(x, r->ref, new_state, -1, NULL, false);
@@ -1236,7 +1304,7 @@ static xerr *apply_exit(xapid *x, vmrun *r, const xv *vm, const char *event)
     log_info("VM %s: guest %s; actions_after: %s", r->ref, event, action);
     AUTOFREE char *ref = xstrdup(r->ref);
     xerr *e = vm_teardown(x, r, "Halted");
-    if (e)
+    if (e || run_halting(r))
         return e;
     if (!strcmp(action, "restart") || !strcmp(action, "rename_restart")) {
         AUTO(xv) *fresh = NULL;
@@ -1405,6 +1473,13 @@ static xerr *metrics_txn(store_txn *t, void *ud)
     return NULL;
 }
 
+/* A crashed guest kept paused: power_state and, with it, allowed_operations. */
+static xerr *crash_paused_txn(store_txn *t, void *ud)
+{
+    xerr *e = xset(t, XCLS(VM), ud, "power_state", xv_new_string("Paused"));
+    return e ? e : refresh_allowed(t, ud);
+}
+
 static void monitor_update(xapid *x, const char *ref)
 {
     AUTORUN *r = run_get(ref);
@@ -1423,8 +1498,7 @@ static void monitor_update(xapid *x, const char *ref)
         /* actions_after_crash=preserve: the VMM keeps the crashed guest paused (on_crash=pause);
          * other actions make it exit, which the half-second wait lets happen first */
         log_info("VM %s: crashed; kept paused (actions_after_crash preserve)", ref);
-        AUTO(xv) *ps = xv_new_string("Paused");
-        e = store_set_field(x->st, XCLS(VM), ref, xfield(XCLS(VM), "power_state"), ps);
+        e = store_write(x->st, crash_paused_txn, (void *)ref);
     }
     if (!e && gd) {
         struct gm_p p = {ref, gd};
@@ -1518,10 +1592,13 @@ static void update_vm_sharing(xapid *x)
         if (read_file(path, &v, NULL) == 0) {
             v[strcspn(v, "\n")] = '\0';
             AUTO(xv) *vm = NULL;
-            if (store_get_record(x->st, XCLS(VM), refs[i], &vm) == NULL) {
+            AUTO(xerr) *ve = store_get_record(x->st, XCLS(VM), refs[i], &vm);
+            if (!ve) {
                 const char *m = xrec_str(vm, "metrics");
                 AUTO(xv) *mr = NULL;
-                if (xref_set(m) && store_get_record(x->st, XCLS(VM_metrics), m, &mr) == NULL) {
+                AUTO(xerr) *me =
+                    xref_set(m) ? store_get_record(x->st, XCLS(VM_metrics), m, &mr) : NULL;
+                if (xref_set(m) && !me) {
                     const char *old = xrec_map_str(mr, "other_config", "pages_shared");
                     if (!old || strcmp(old, v) != 0) {
                         AUTO(xv) *oc = xv_copy(xv_struct_get(mr, "other_config"));
@@ -1576,12 +1653,14 @@ static xerr *suspend_sr(xapid *x, const char *ref, const xv *vm, char **ret)
 {
     const char *sr = xrec_str(vm, "suspend_SR");
     AUTO(xv) *rec = NULL;
-    if (xref_set(sr) && !store_get_record(x->st, XCLS(SR), sr, &rec)) {
+    xerr *e = xref_set(sr) ? store_get_record(x->st, XCLS(SR), sr, &rec) : NULL;
+    if (xref_set(sr) && !e) {
         *ret = xstrdup(sr);
         return NULL;
     }
+    xerr_free(e); /* a suspend_SR that is gone: the pool's is used */
     AUTO(xv) *pool = NULL;
-    xerr *e = store_get_record(x->st, XCLS(pool), x->pool_ref, &pool);
+    e = store_get_record(x->st, XCLS(pool), x->pool_ref, &pool);
     if (e)
         return e;
     sr = xrec_str(pool, "suspend_image_SR");
@@ -1645,7 +1724,7 @@ static xerr *image_to_vdi(api_ctx *ctx, const char *ref, const xv *vm, const cha
 }
 
 /* Copies a suspend VDI's image out to file. */
-static xerr *vdi_to_image(xapid *x, const char *vdi, const char *file)
+static xerr *vdi_to_image(xapid *x, const char *vm, const char *vdi, const char *file)
 {
     AUTO(xv) *rec = NULL;
     xerr *e = store_get_record(x->st, XCLS(VDI), vdi, &rec);
@@ -1654,7 +1733,7 @@ static xerr *vdi_to_image(xapid *x, const char *vdi, const char *file)
     const char *len = xrec_map_str(rec, "other_config", "nuvem-suspend-bytes");
     long long n = len ? atoll(len) : -1;
     if (n <= 0)
-        return xerr_new("VM_FAILED_START", vdi, "the suspend VDI has no image length");
+        return xerr_new("VM_FAILED_START", vm, "the suspend VDI has no image length");
     AUTOFREE char *path = NULL;
     if ((e = xapid_storage_vdi_attach(x, vdi, false, &path, NULL)))
         return e;
@@ -1693,7 +1772,8 @@ static xerr *vdi_to_image(xapid *x, const char *vdi, const char *file)
 static void drop_suspend_vdi(api_ctx *ctx, const char *ref, const xv *vm)
 {
     const char *vdi = xrec_str(vm, "suspend_VDI");
-    if (!xref_set(vdi))
+    /* only a suspended VM's image is its own (VM.create accepts any VDI as suspend_VDI) */
+    if (!xref_set(vdi) || strcmp(xrec_str(vm, "power_state"), "Suspended") != 0)
         return;
     xerr *e = api_VDI_destroy(ctx, vdi);
     if (e) {
@@ -1795,9 +1875,12 @@ static xerr *hard_shutdown(api_ctx *ctx, const char *ref, const xv *vm, vmrun *r
         return record_state(x, ref, "Halted", -1, NULL, false);
     }
     xerr *e = need_run(ref, r);
-    if (!e)
-        e = vmm_kill(r);
     if (e)
+        return e;
+    pthread_mutex_lock(&r->lock);
+    r->halting = true;
+    pthread_mutex_unlock(&r->lock);
+    if ((e = vmm_kill(r)))
         return e;
     return vm_teardown(x, r, "Halted");
 }
@@ -1888,6 +1971,8 @@ xerr *api_VM_clean_reboot(api_ctx *ctx, const char *p_vm)
     }
     if ((e = vm_teardown(ctx->x, r, "Halted")))
         return e;
+    if (run_halting(r)) /* a hard_shutdown came meanwhile: it wins */
+        return xerr_new("VM_BAD_POWER_STATE", p_vm, "running", "halted");
     return reboot_fresh(ctx->x, p_vm);
 }
 
@@ -1900,6 +1985,8 @@ xerr *api_VM_hard_reboot(api_ctx *ctx, const char *p_vm)
     AUTORUN *r = run_get(p_vm);
     if ((e = need_run(p_vm, r)) || (e = vmm_kill(r)) || (e = vm_teardown(ctx->x, r, "Halted")))
         return e;
+    if (run_halting(r)) /* a hard_shutdown came meanwhile: it wins */
+        return xerr_new("VM_BAD_POWER_STATE", p_vm, "running", "halted");
     return reboot_fresh(ctx->x, p_vm);
 }
 
@@ -1961,8 +2048,12 @@ xerr *api_VM_suspend(api_ctx *ctx, const char *p_vm)
         xerr_free(vmmc_call(r->c, "resume", NULL, VMM_CALL_TIMEOUT, NULL));
         return e;
     }
-    if ((e = vmm_kill(r)) || (e = vm_teardown(ctx->x, r, "Suspended")))
+    if (!(e = vmm_kill(r)) && run_halting(r))
+        e = xerr_new("VM_BAD_POWER_STATE", p_vm, "running", "halted"); /* hard_shutdown won */
+    if (e || (e = vm_teardown(ctx->x, r, "Suspended"))) {
+        xerr_free(api_VDI_destroy(ctx, vdi));
         return e;
+    }
     AUTO(xv) *sv = xv_new_string(vdi);
     return store_set_field(ctx->x->st, XCLS(VM), p_vm, xfield(XCLS(VM), "suspend_VDI"), sv);
 }
@@ -1977,7 +2068,7 @@ static xerr *resume(api_ctx *ctx, const char *vm, const char *op, bool paused)
     if (!xref_set(vdi))
         return xerr_new("VM_FAILED_START", vm, "the VM has no suspend image");
     AUTOFREE char *path = image_path(ctx->x, xrec_str(o.rec, "uuid"));
-    if ((e = vdi_to_image(ctx->x, vdi, path)))
+    if ((e = vdi_to_image(ctx->x, vm, vdi, path)))
         return e;
     e = vm_boot(ctx->x, vm, o.rec, paused, path);
     unlink(path);
@@ -2635,6 +2726,9 @@ static xerr *destroy_txn(store_txn *t, void *ud)
     xerr *e = st_get_record(t, XCLS(VM), ref, &vm);
     if (e)
         return e;
+    /* again in the transaction: an operation (a start) may have claimed it since the check */
+    if ((e = check_op(ref, vm, "destroy", true)))
+        return e;
     AUTO(xv) *arg = xv_new_string(ref);
     const xv *a[] = {arg};
     const api_class *cls[] = {XCLS(VBD), XCLS(VIF), XCLS(console)};
@@ -3190,6 +3284,7 @@ static bool adopt(xapid *x, const char *ref, const xv *vm)
     AUTOFREE char *ctl = run_path(x, uuid, "ctl");
     vmrun *r = xcalloc(1, sizeof(*r));
     pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->teardown_lock, NULL);
     r->ref = xstrdup(ref);
     r->uuid = xstrdup(uuid);
     r->domid = xrec_int(vm, "domid", -1);
@@ -3385,8 +3480,11 @@ void xapid_vm_stop(xapid *x)
         pthread_mutex_lock(&list->lock);
         list->expect_exit = true;
         pthread_mutex_unlock(&list->lock);
+        pthread_mutex_lock(&R.lock); /* a late run_put may race with this */
         list->removed = true;
-        if (--list->refs == 0)
+        bool last = --list->refs == 0;
+        pthread_mutex_unlock(&R.lock);
+        if (last)
             run_free(list);
         list = n;
     }

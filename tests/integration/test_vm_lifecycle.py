@@ -266,6 +266,8 @@ def case_crash(c):
     c.send_console(vm, 'panic')
     c.wait_power(vm, 'Paused')
     os.kill(pid, 0)
+    allowed = c.rec(vm)['allowed_operations']
+    assert 'hard_shutdown' in allowed and 'clean_shutdown' not in allowed, allowed
     c.ok('VM.hard_shutdown', vm)
     assert c.power(vm) == 'Halted'
 
@@ -408,6 +410,47 @@ def case_live(c):
     assert c.power(vm) == 'Halted' and c.rec(vm)['guest_metrics'] == 'OpaqueRef:NULL'
 
 
+def case_hardcancel(c):
+    """hard_shutdown while a clean_reboot waits for the guest: the hard shutdown wins (the VM
+    ends Halted, the reboot fails) and the VM's disk is detached once (it starts again)."""
+    import threading
+    vm = c.install('hc', disks=True)
+    c.ok('VM.start', vm, False, False)
+    c.wait_serial(vm, 'ready')
+    end = time.time() + 30
+    while time.time() < end and c.rec(vm)['guest_metrics'] == 'OpaqueRef:NULL':
+        time.sleep(0.05)
+    assert c.rec(vm)['guest_metrics'] != 'OpaqueRef:NULL'  # clean_reboot needs the agent
+    # the guest is busy (its command loop spins for long even on hardware), so the reboot
+    # request waits; the newline it prints before running a command says the spin began
+    n0 = len(c.serial(vm))
+    c.send_console(vm, 'spin 100000000000')
+    end = time.time() + 30
+    while time.time() < end and '\n' not in c.serial(vm)[n0:]:
+        time.sleep(0.02)
+    assert '\n' in c.serial(vm)[n0:], c.serial(vm)[-500:]
+    out = {}
+
+    def reboot():
+        out['r'] = c.d.proxy().VM.clean_reboot(c.s, vm)
+    t = threading.Thread(target=reboot)
+    t.start()
+    end = time.time() + 10
+    while time.time() < end and 'clean_reboot' not in c.rec(vm)['current_operations'].values():
+        time.sleep(0.02)
+    assert 'clean_reboot' in c.rec(vm)['current_operations'].values(), c.rec(vm)
+    c.ok('VM.hard_shutdown', vm)
+    t.join(60)
+    assert not t.is_alive()
+    assert out['r']['Status'] == 'Failure', out
+    time.sleep(1)  # a reboot would have started by now
+    assert c.power(vm) == 'Halted', c.rec(vm)
+    # the disk was detached once: it attaches (and detaches) cleanly again
+    c.ok('VM.start', vm, False, False)
+    c.wait_serial(vm, 'ready')
+    c.ok('VM.hard_shutdown', vm)
+
+
 def case_suspend(c):
     """suspend into a suspend VDI and resume: the guest's ticker keeps counting from where it
     was (no new boot), the image VDI goes away after the resume."""
@@ -442,6 +485,13 @@ def case_suspend(c):
     vdi = c.rec(vm)['suspend_VDI']
     c.ok('VM.hard_shutdown', vm)
     assert c.power(vm) == 'Halted' and c.fail('VDI.get_record', vdi)[0] == 'HANDLE_INVALID'
+    # destroying a halted VM leaves alone a disk its suspend_VDI names (VM.create takes any)
+    data = c.ok('VBD.get_VDI', c.rec(c.install('owner', disks=True))['VBDs'][0])
+    rec = harness.vm_record('thief')
+    rec['suspend_VDI'] = data
+    thief = c.ok('VM.create', rec)
+    c.ok('VM.destroy', thief)
+    assert c.ok('VDI.get_record', data)['uuid']
 
 
 def case_disks(c):

@@ -2,7 +2,7 @@
 # nuvem-vmm and the guest next to its own binary). Needs /dev/kvm (exits 77 without); nics also
 # root (a network namespace of its own).
 if(TARGET xapid AND TARGET nuvem-vmm)
-  foreach(t cycle reboot crash restart restart_shutdown live suspend disks nics jsonrpc diskfull placement memory
+  foreach(t cycle reboot crash restart restart_shutdown live hardcancel suspend disks nics jsonrpc diskfull placement memory
           clone)
     add_test(NAME vm_lifecycle_${t}
              COMMAND ${Python3_EXECUTABLE} ${NUVEM_TEST_DIR}/integration/test_vm_lifecycle.py ${t})
