@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -985,6 +986,19 @@ static bool vmm_pid_alive(int pid)
 /* A closed control connection does not prove the VMM exited (it drops a control client that
  * stops reading; a read error ends the reader): it is made to go, within a few seconds, before
  * anything else uses the VM's disks. */
+/* VMMs are reparented to the daemon when spawn_vmm's middle child exits (the daemon is a child
+ * subreaper, see xapid_vm_init), so an exited one is collected here rather than left a zombie
+ * (an init that does not reap would keep them). VMMs adopted after a restart are init's. */
+static void reap_vmm(int pid)
+{
+    for (int i = 0; pid > 0 && i < 100; i++) {
+        pid_t w = waitpid(pid, NULL, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR))
+            return;
+        usleep(10000);
+    }
+}
+
 static void vmm_gone(vmrun *r)
 {
     for (int i = 0; r->pid > 0 && i < 300 && vmm_pid_alive(r->pid); i++) {
@@ -995,6 +1009,7 @@ static void vmm_gone(vmrun *r)
         }
         usleep(10000);
     }
+    reap_vmm(r->pid);
 }
 
 /* Builds the config, attaches disks and NICs, spawns the VMM and connects (vm_boot has placed
@@ -3402,6 +3417,10 @@ xerr *xapid_vm_init(xapid *x)
         cfg->run_dir = xasprintf("%s/run", cfg->state_dir);
     if (mkdir_p(cfg->run_dir, 0700) < 0)
         return xerr_internal("cannot create %s: %s", cfg->run_dir, strerror(errno));
+    /* started VMMs become our children once spawn_vmm's middle child exits: we reap them */
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        log_warn("PR_SET_CHILD_SUBREAPER: %s (stopped VMMs stay zombies until init reaps them)",
+                 strerror(errno));
     host_available_at_start = meminfo_bytes("MemAvailable:");
     if (cfg->vm_memory_limit > 0)
         host_available_at_start = cfg->vm_memory_limit;

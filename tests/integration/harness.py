@@ -90,10 +90,37 @@ class Daemon:
         self.proc = None
         return rc
 
+    def kill_vmms(self):
+        """VMMs this daemon started are detached (they outlive it by design): a test that ends
+        early stops them here, by the PIDs the daemon recorded, checked to be nuvem-vmm
+        processes running a config under this state dir."""
+        run = os.path.join(self.state, 'run')
+        try:
+            names = os.listdir(run)
+        except OSError:
+            return
+        for n in names:
+            if not n.endswith('.pid'):
+                continue
+            try:
+                with open(os.path.join(run, n)) as f:
+                    pid = int(f.read().strip())
+                with open('/proc/%d/cmdline' % pid, 'rb') as f:
+                    argv = f.read().split(b'\0')
+            except (OSError, ValueError):
+                continue
+            if (argv and argv[0].endswith(b'nuvem-vmm') and
+                    any(a.startswith(run.encode() + b'/') for a in argv)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def cleanup(self):
         try:
             self.stop(signal.SIGKILL)
         finally:
+            self.kill_vmms()
             for f in (getattr(self, 'out', None), getattr(self, 'err', None)):
                 if f:
                     f.close()
