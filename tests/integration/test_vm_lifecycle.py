@@ -65,8 +65,6 @@ class Ctx:
         if not disks:
             self.ok('VM.remove_from_other_config', vm, 'disks')
         self.ok('VM.provision', vm)
-        if os.environ.get('TMP_OLD_VMM'):
-            self.ok('VM.set_VCPUs_max', vm, '1')
         for k, v in fields.items():
             self.ok('VM.set_' + k, vm, v)
         return vm
