@@ -221,11 +221,17 @@ int net_dhcp_stop(const char *dir, const char *dev)
     pid_t pid = daemon_pid(dir, dev);
     if (pid > 0) {
         kill(pid, SIGTERM);
-        /* not our child (it was detached): wait for it to go, bounded */
-        for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        /* detached, so not our child, unless a child subreaper above it (xapid) adopted it:
+         * then it is reaped here; otherwise wait for it to go, bounded */
+        for (int i = 0; i < 100 && kill(pid, 0) == 0; i++) {
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break;
             usleep(20000);
-        if (kill(pid, 0) == 0)
+        }
+        if (kill(pid, 0) == 0) {
             kill(pid, SIGKILL);
+            waitpid(pid, NULL, WNOHANG);
+        }
     }
     const char *ext[] = {"pid", "sh", "lease", "lease.tmp"};
     for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
