@@ -246,7 +246,9 @@ static xerr *host_pbd(xapid *x, const char *sr_ref, char **ret_ref, xv **ret_rec
 /* The directory of an SR from a device_config: device_config:location, or for a driver that
  * keeps SRs under a shared directory (sr_driver.parent_key), <device_config:KEY>/<sr-uuid>.
  * *ret is caller-frees; SR_BACKEND_FAILURE when the key is missing or not absolute. */
-static xerr *dc_dir(const sr_driver *d, const char *sr_uuid, const xv *dc, char **ret)
+/* The driver's directory key of a device_config (parent_key, else location), which must be an
+ * absolute path; *ret borrows it from dc. */
+static xerr *dc_path(const sr_driver *d, const xv *dc, const char **ret)
 {
     const char *key = d->parent_key ? d->parent_key : "location";
     const char *v = dc ? xv_struct_get_str(dc, key) : NULL;
@@ -257,6 +259,16 @@ static xerr *dc_dir(const sr_driver *d, const char *sr_uuid, const xv *dc, char 
         return xerr_new("SR_BACKEND_FAILURE",
                         d->parent_key ? "ConfigPathMissing" : "ConfigLocationMissing", msg, "");
     }
+    *ret = v;
+    return NULL;
+}
+
+static xerr *dc_dir(const sr_driver *d, const char *sr_uuid, const xv *dc, char **ret)
+{
+    const char *v = NULL;
+    xerr *e = dc_path(d, dc, &v);
+    if (e)
+        return e;
     *ret = d->parent_key ? xasprintf("%s/%s", v, sr_uuid) : xstrdup(v);
     return NULL;
 }
@@ -971,15 +983,9 @@ xerr *api_SR_probe(api_ctx *ctx, const char *p_host, const xv *p_device_config, 
     const sr_driver *d = sr_driver_lookup(p_type);
     if (!d)
         return xerr_new("SR_UNKNOWN_DRIVER", p_type);
-    const char *key = d->parent_key ? d->parent_key : "location";
-    const char *dir = p_device_config ? xv_struct_get_str(p_device_config, key) : NULL;
-    if (!dir || dir[0] != '/') {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "The request is missing the %s parameter (an absolute path)",
-                 key);
-        return xerr_new("SR_BACKEND_FAILURE",
-                        d->parent_key ? "ConfigPathMissing" : "ConfigLocationMissing", msg, "");
-    }
+    const char *dir = NULL;
+    if ((e = dc_path(d, p_device_config, &dir)))
+        return e;
     char(*found)[37] = NULL;
     size_t n = 0;
     int r = sr_probe(d, dir, &found, &n);
